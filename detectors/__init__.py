@@ -1,0 +1,13 @@
+"""Pure, transport-free detectors with explicit, JSON-serializable state."""
+
+from telltale.detectors.base import Detector, Finding
+from telltale.detectors.divergence import Divergence
+from telltale.detectors.nonfinite import NonFinite
+from telltale.detectors.pipelines import REGISTRY, Pipelines, default_pipelines
+from telltale.detectors.windows import WindowResult, WindowSpec, WindowStats
+from telltale.detectors.zscore import RollingZScore
+
+__all__ = [
+    "Detector", "Finding", "Divergence", "NonFinite", "RollingZScore", "REGISTRY",
+    "Pipelines", "default_pipelines", "WindowResult", "WindowSpec", "WindowStats",
+]

@@ -1,0 +1,60 @@
+"""Divergence: a loss-like series whose smoothed level rises well above its best and stays."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from telltale.detectors.base import Detector, Finding
+
+
+class Divergence(Detector):
+    """EWMA level more than ``ratio`` × its best level for ``patience`` values in a row.
+
+    Re-arms once the level falls back below the halfway mark. Non-finite values are
+    left to :class:`NonFinite`.
+    """
+
+    name = "divergence"
+
+    def __init__(self, alpha: float = 0.1, ratio: float = 2.0, patience: int = 10,
+                 min_periods: int = 20, severity: str = "critical"):
+        self.alpha, self.ratio, self.patience = alpha, ratio, patience
+        self.min_periods, self.severity = min_periods, severity
+
+    def new_state(self) -> dict:
+        return {"level": None, "best": None, "n": 0, "above": 0, "active": False}
+
+    def update(self, state, steps, values):
+        a = self.alpha
+        scores = np.full(len(values), np.nan)
+        findings = []
+        level, best, n = state["level"], state["best"], state["n"]
+        above, active = state["above"], state["active"]
+        for i, x in enumerate(values.tolist()):
+            if not math.isfinite(x):
+                continue
+            level = x if level is None else level + a * (x - level)
+            n += 1
+            if n < self.min_periods:
+                continue
+            best = level if best is None else min(best, level)
+            scale = abs(best) + 1e-12
+            excess = (level - best) / scale
+            scores[i] = excess
+            if excess > self.ratio - 1:
+                above += 1
+                if above >= self.patience and not active:
+                    active = True
+                    findings.append(Finding(
+                        i, self.name, self.severity, float(excess),
+                        f"smoothed level {level:.6g} has stayed above {self.ratio:g}× its "
+                        f"best {best:.6g} for {above} values: diverging",
+                        {"level": level, "best": best}))
+            else:
+                above = 0
+                if active and excess < (self.ratio - 1) / 2:
+                    active = False
+        state.update(level=level, best=best, n=n, above=above, active=active)
+        return scores, findings

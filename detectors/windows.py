@@ -1,0 +1,153 @@
+"""Tumbling and hopping window statistics (count, mean, std, min, max) by step or by time.
+
+Windows are aligned to multiples of ``hop`` on the step number or on event time (Unix
+seconds) and close when the series reaches their end. Statistics use finite values only;
+std is the population std (numpy's default, ddof=0). Batches are merged with Chan's
+parallel update, so one batch or many give the same result.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+_SPEC = re.compile(r"^(step|time):(\d+(?:\.\d+)?)(s|m|h)?(?:/(\d+(?:\.\d+)?)(s|m|h)?)?$")
+_UNIT = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """``step:100`` (tumbling, 100 steps), ``step:100/50`` (hopping), ``time:60s``."""
+
+    by: str  # "step" | "time"
+    size: float
+    hop: float
+
+    @classmethod
+    def parse(cls, text: str) -> WindowSpec:
+        m = _SPEC.match(text.strip())
+        if not m:
+            raise ValueError(f"bad window {text!r}: use step:SIZE[/HOP] or time:SIZE[s|m|h][/HOP]")
+        by, size, su, hop, hu = m.groups()
+        if by == "step" and (su or hu):
+            raise ValueError(f"bad window {text!r}: step windows take no time unit")
+        size = float(size) * _UNIT[su]
+        hop = float(hop) * _UNIT[hu] if hop else size
+        if size <= 0 or hop <= 0 or hop > size:
+            raise ValueError(f"bad window {text!r}: need 0 < hop <= size")
+        if by == "step" and (size != int(size) or hop != int(hop)):
+            raise ValueError(f"bad window {text!r}: step sizes are whole numbers")
+        return cls(by, size, hop)
+
+    @property
+    def label(self) -> str:
+        def f(x):
+            return f"{x:g}" + ("s" if self.by == "time" else "")
+        core = f"{self.by}:{f(self.size)}"
+        return core if self.hop == self.size else f"{core}/{f(self.hop)}"
+
+    @property
+    def tumbling(self) -> bool:
+        return self.hop == self.size
+
+
+@dataclass(slots=True)
+class WindowResult:
+    spec: str
+    start: float
+    end: float
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    first_step: int
+    last_step: int
+    first_ts: float
+    last_ts: float
+
+
+# accumulator layout: [count, mean, m2, min, max, first_step, last_step, first_ts, last_ts]
+
+
+def _merge(acc: list, n, mean, m2, lo, hi, s0, s1, t0, t1) -> None:
+    na = acc[0]
+    if na == 0:
+        acc[:] = [n, mean, m2, lo, hi, s0, s1, t0, t1]
+        return
+    tot = na + n
+    delta = mean - acc[1]
+    acc[1] = acc[1] + delta * n / tot
+    acc[2] = acc[2] + m2 + delta * delta * na * n / tot
+    acc[0] = tot
+    acc[3] = min(acc[3], lo)
+    acc[4] = max(acc[4], hi)
+    acc[6], acc[8] = s1, t1
+
+
+class WindowStats:
+    """Keeps the open windows of one series in a JSON-able state dict."""
+
+    def __init__(self, spec: WindowSpec):
+        self.spec = spec
+
+    def new_state(self) -> dict:
+        return {"open": {}, "pos": None}  # window start (as str) -> accumulator
+
+    def update(self, state: dict, steps: np.ndarray, ts: np.ndarray,
+               values: np.ndarray) -> list[WindowResult]:
+        """Add a batch; return the windows it closed, oldest first."""
+        sp = self.spec
+        pos = steps.astype(float) if sp.by == "step" else ts.astype(float)
+        fin = np.isfinite(values)
+        opened = state["open"]
+        if fin.any():
+            p, v = pos[fin], values[fin]
+            s, t = steps[fin], ts[fin]
+            per = int(np.ceil(sp.size / sp.hop))
+            base = np.floor(p / sp.hop) * sp.hop
+            starts, idx = [], []
+            for j in range(per):
+                st = base - j * sp.hop
+                ok = p < st + sp.size
+                starts.append(st[ok])
+                idx.append(np.flatnonzero(ok))
+            starts = np.concatenate(starts)
+            idx = np.concatenate(idx)
+            order = np.lexsort((idx, starts))
+            starts, idx = starts[order], idx[order]
+            uniq, first = np.unique(starts, return_index=True)
+            bounds = np.append(first, len(starts))
+            for k, w in enumerate(uniq):
+                sel = idx[bounds[k]:bounds[k + 1]]
+                x = v[sel]
+                n = len(x)
+                mu = float(x.mean())
+                m2 = float(((x - mu) ** 2).sum())
+                key = repr(float(w))
+                acc = opened.setdefault(key, [0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0])
+                _merge(acc, n, mu, m2, float(x.min()), float(x.max()),
+                       int(s[sel[0]]), int(s[sel[-1]]), float(t[sel[0]]), float(t[sel[-1]]))
+        if len(pos):
+            last = float(np.nanmax(pos))
+            state["pos"] = last if state["pos"] is None else max(state["pos"], last)
+        return self._close(state, lambda start: start + sp.size <= state["pos"])
+
+    def flush(self, state: dict) -> list[WindowResult]:
+        """Close every open window (at the end of a run)."""
+        return self._close(state, lambda start: True)
+
+    def _close(self, state, done) -> list[WindowResult]:
+        out = []
+        if state["pos"] is None:
+            return out
+        for key in sorted(state["open"], key=float):
+            start = float(key)
+            if not done(start):
+                continue
+            n, mu, m2, lo, hi, s0, s1, t0, t1 = state["open"].pop(key)
+            out.append(WindowResult(self.spec.label, start, start + self.spec.size, int(n),
+                                    mu, (m2 / n) ** 0.5, lo, hi, s0, s1, t0, t1))
+        return out

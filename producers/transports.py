@@ -1,0 +1,71 @@
+"""Where a producer's batches go: Kafka (kafka-python) or an in-process callable.
+
+A transport's ``send(run, payload)`` delivers one encoded batch or raises; the
+:class:`~telltale.producers.client.Monitor` keeps the batch and retries later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class TransportError(ConnectionError):
+    """The batch was not delivered; it is kept and sent again later."""
+
+
+class KafkaTransport:
+    """Sends each batch as one Kafka message keyed by run id; waits for the broker's ack."""
+
+    def __init__(self, bootstrap: str, topic: str, ack_timeout: float = 10.0, **kafka_options):
+        self.bootstrap, self.topic, self.ack_timeout = bootstrap, topic, ack_timeout
+        self.options = {"acks": "all", "linger_ms": 0, "retries": 3,
+                        "max_request_size": 4 * 1024 * 1024,
+                        "request_timeout_ms": int(ack_timeout * 1000),
+                        "reconnect_backoff_max_ms": 2000, **kafka_options}
+        self._producer = None
+
+    def _connect(self):
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, **self.options)
+        except KafkaError as exc:
+            raise TransportError(f"Kafka at {self.bootstrap} is not reachable: {exc}") from None
+        return self._producer
+
+    def send(self, run: str, payload: bytes) -> None:
+        from kafka.errors import KafkaError
+
+        producer = self._producer or self._connect()
+        try:
+            producer.send(self.topic, key=run.encode(), value=payload).get(self.ack_timeout)
+        except KafkaError as exc:
+            raise TransportError(f"Kafka send to {self.topic} failed: {exc}") from None
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            except Exception as exc:  # closing must never raise into a trainer
+                log.debug("kafka producer close failed: %s", exc)
+            self._producer = None
+
+
+class CallableTransport:
+    """Hands batches to a function, e.g. the embedded pipeline's ``submit``."""
+
+    def __init__(self, submit: Callable[[bytes, bytes], None]):
+        self.submit = submit
+
+    def send(self, run: str, payload: bytes) -> None:
+        try:
+            self.submit(run.encode(), payload)
+        except Exception as exc:
+            raise TransportError(f"embedded pipeline refused the batch: {exc}") from exc
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,1 @@
+"""Where results go: InfluxDB (Kafka mode) or a local store (embedded default)."""

@@ -1,0 +1,105 @@
+"""InfluxDB sink (influxdb-client; InfluxDB 1.8 through its v2-compatible API).
+
+Measurements (see README "Data in InfluxDB"): ``metrics``, ``window_stats``, ``scores``,
+``alerts``. Points are written as line protocol in batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+import urllib.request
+
+from telltale.config import Config
+from telltale.records import Point
+
+log = logging.getLogger(__name__)
+
+
+def _esc_key(s: str) -> str:
+    return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _field(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return f"{v}i"
+    if isinstance(v, float):
+        return repr(v)
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{s}"'
+
+
+def to_line(p: Point) -> str:
+    """Line protocol for one point (tags sorted, as InfluxDB prefers)."""
+    tags = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(p.tags.items()) if v != "")
+    fields = ",".join(f"{_esc_key(k)}={_field(v)}" for k, v in p.fields.items())
+    return f"{_esc_key(p.measurement)}{tags} {fields} {p.time_ns}"
+
+
+def ensure_database(cfg: Config) -> None:
+    """Create the database through InfluxQL (InfluxDB 1.8) if it is missing."""
+    q = urllib.parse.urlencode({"q": f'CREATE DATABASE "{cfg.influx_db}"'}).encode()
+    req = urllib.request.Request(f"{cfg.influx_url}/query", data=q, method="POST")
+    if cfg.influx_token:
+        req.add_header("Authorization", f"Token {cfg.influx_token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+    except OSError as exc:
+        raise ConnectionError(f"InfluxDB at {cfg.influx_url} is not reachable ({exc}); "
+                              "check TELLTALE_INFLUX_URL or start it "
+                              "(scripts/services.sh start)") from None
+
+
+class InfluxSink:
+    """Synchronous batched writer (used by the embedded runner and tools)."""
+
+    def __init__(self, cfg: Config, batch: int = 5000):
+        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        self.cfg, self.batch = cfg, batch
+        self.client = InfluxDBClient(url=cfg.influx_url, token=cfg.influx_token,
+                                     org=cfg.influx_org, timeout=30_000)
+        self.write_api = self.client.write_api(write_options=SYNCHRONOUS)
+        self.written = 0
+
+    def write_points(self, points: list[Point]) -> None:
+        lines = [to_line(p) for p in points]
+        for i in range(0, len(lines), self.batch):
+            self.write_api.write(bucket=self.cfg.influx_bucket, record=lines[i:i + self.batch])
+        self.written += len(lines)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class AsyncInfluxSink:
+    """Asynchronous writer for the Faust worker (influxdb-client's aiohttp client)."""
+
+    def __init__(self, cfg: Config, batch: int = 5000):
+        self.cfg, self.batch = cfg, batch
+        self.client = None
+        self.written = 0
+
+    async def start(self) -> None:
+        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+
+        self.client = InfluxDBClientAsync(url=self.cfg.influx_url, token=self.cfg.influx_token,
+                                          org=self.cfg.influx_org, timeout=30_000)
+        self.write_api = self.client.write_api()
+
+    async def write_points(self, points: list[Point]) -> None:
+        if self.client is None:
+            await self.start()
+        lines = [to_line(p) for p in points]
+        for i in range(0, len(lines), self.batch):
+            await self.write_api.write(bucket=self.cfg.influx_bucket,
+                                       record=lines[i:i + self.batch])
+        self.written += len(lines)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()

@@ -1,0 +1,60 @@
+"""Local store for the embedded default: JSON lines per measurement in a folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+from telltale.records import Point
+
+
+class LocalStore:
+    """Appends points to ``DIR/<measurement>.jsonl``, alerts to ``DIR/alerts.log.jsonl``
+    and rejected input to ``DIR/deadletter.jsonl``."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self._files: dict[str, object] = {}
+        self.counts: Counter = Counter()
+
+    def _file(self, name: str):
+        f = self._files.get(name)
+        if f is None:
+            f = self._files[name] = open(os.path.join(self.directory, f"{name}.jsonl"), "a")
+        return f
+
+    def write_points(self, points: list[Point]) -> None:
+        for p in points:
+            self._file(p.measurement).write(json.dumps(p.to_dict(), separators=(",", ":")))
+            self._file(p.measurement).write("\n")
+            self.counts[p.measurement] += 1
+
+    def write_alerts(self, alerts: list[dict]) -> None:
+        f = self._file("alerts.log")
+        for a in alerts:
+            f.write(json.dumps(a, separators=(",", ":")) + "\n")
+
+    def write_deadletters(self, records: list[dict]) -> None:
+        f = self._file("deadletter")
+        for r in records:
+            f.write(json.dumps(r, separators=(",", ":")) + "\n")
+        self.counts["deadletter"] += len(records)
+
+    def read(self, measurement: str) -> list[dict]:
+        self.flush()
+        path = os.path.join(self.directory, f"{measurement}.jsonl")
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f]
+
+    def flush(self) -> None:
+        for f in self._files.values():
+            f.flush()
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()

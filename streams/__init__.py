@@ -1,0 +1,1 @@
+"""Transports around the pure processor: the Faust topology and the embedded runner."""

@@ -1,0 +1,126 @@
+"""The Kafka-mode topology, top to bottom: topics → table → agent → sinks.
+
+    metrics topic (key = run id, value = a batch of that run's events)
+      └─ agent `process`: decode → RunProcessor (state per run in the `run-state` table)
+           ├─ window stats, scores, raw metrics → InfluxDB (buffered, flushed by a timer)
+           ├─ anomalies → alerts topic
+           └─ rejected input, with the reason → dead-letter topic
+
+One message is one batch; the table is written once per message, not once per event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import faust
+
+from telltale.config import Config
+from telltale.schema import Rejected, decode_message, dumps
+from telltale.sinks.influx import AsyncInfluxSink, ensure_database
+from telltale.streams.processor import RunProcessor
+
+log = logging.getLogger("telltale.worker")
+
+FLUSH_INTERVAL = 0.25  # seconds between InfluxDB writes
+FLUSH_POINTS = 5000  # or sooner, once this many points wait
+
+
+def build_app(cfg: Config) -> faust.App:
+    app = faust.App(
+        cfg.app_id,
+        broker=f"kafka://{cfg.kafka}",
+        store="memory://",
+        datadir=cfg.data_dir,
+        topic_partitions=cfg.partitions,
+        web_enabled=False,
+        producer_max_request_size=4 * 1024 * 1024,
+        consumer_auto_offset_reset="earliest",
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+           "value_serializer": "raw"}
+    metrics_topic = app.topic(cfg.metrics_topic, partitions=cfg.partitions, **raw)
+    alerts_topic = app.topic(cfg.alerts_topic, partitions=cfg.partitions, **raw)
+    deadletter_topic = app.topic(cfg.deadletter_topic, partitions=cfg.partitions, **raw)
+    run_state = app.Table("run-state", default=None, partitions=cfg.partitions,
+                          key_type=bytes, value_type=bytes, key_serializer="raw",
+                          value_serializer="raw")
+
+    processor = RunProcessor(cfg)
+    sink = AsyncInfluxSink(cfg) if cfg.influx_url else None
+    pending: list = []
+
+    async def flush_points() -> None:
+        if sink is not None and pending:
+            batch = pending[:]
+            pending.clear()
+            await sink.write_points(batch)
+
+    async def dead_letter(key, rejected: Rejected) -> None:
+        log.warning("dead-lettered input: %s", rejected.reason)
+        await deadletter_topic.send(key=key, value=dumps(rejected.to_dict()).encode())
+
+    @app.agent(metrics_topic)
+    async def process(stream):
+        async for event in stream.events():
+            key, value = event.key, event.value
+            try:
+                events, rejected = decode_message(value)
+                for r in rejected:
+                    await dead_letter(key, r)
+                by_run: dict[str, list] = {}
+                for ev in events:
+                    by_run.setdefault(ev.run, []).append(ev)
+                for run, evs in by_run.items():
+                    rkey = run.encode()
+                    saved = run_state.get(rkey)
+                    state = json.loads(saved) if saved else processor.new_state(run)
+                    out = processor.process(state, evs)
+                    if state["ended"]:
+                        run_state.pop(rkey, None)  # release the state of finished runs
+                    else:
+                        run_state[rkey] = dumps(state).encode()
+                    for a in out.alerts:
+                        await alerts_topic.send(key=rkey, value=dumps(a).encode())
+                    pending.extend(out.points)
+            except Exception as exc:  # a poison message must not stop the worker
+                log.exception("processing failed")
+                await dead_letter(key, Rejected(f"processing error: {exc!r}", value))
+            if len(pending) >= FLUSH_POINTS:
+                await flush_points()
+
+    @app.timer(FLUSH_INTERVAL)
+    async def flush_timer():
+        await flush_points()
+
+    @app.task
+    async def on_started():
+        logging.getLogger().setLevel(cfg.log_level.upper())  # faust leaves root at DEBUG
+        if sink is not None:
+            ensure_database(cfg)
+        log.warning("telltale worker consuming %s (%d partitions)", cfg.metrics_topic,
+                    cfg.partitions)
+
+    @app.on_rebalance_start.connect
+    async def on_rebalance(sender, **kwargs):
+        await flush_points()
+
+    app.telltale_flush = flush_points  # for tests / shutdown
+    return app
+
+
+def run_worker(cfg: Config) -> None:
+    """Run a Faust worker in the foreground until interrupted."""
+    from faust.worker import Worker
+
+    from telltale.streams.topics import ensure_topics
+
+    ensure_topics(cfg)
+    if cfg.influx_url:
+        ensure_database(cfg)
+    app = build_app(cfg)
+
+
+    worker = Worker(app, loglevel=cfg.log_level, quiet=True)
+    worker.execute_from_commandline()

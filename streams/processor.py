@@ -1,0 +1,182 @@
+"""The pure per-run processor: events in, window stats / scores / alerts out.
+
+Transport-free: the Faust agent and the embedded runner both call
+:meth:`RunProcessor.process` with a run's state (a JSON-able dict they keep in a table
+or in memory) and a batch of that run's events. Same events in, same output, however
+they were batched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import isfinite
+
+import numpy as np
+
+from telltale.config import Config
+from telltale.detectors import Pipelines, WindowResult, WindowSpec, WindowStats
+from telltale.detectors.pipelines import default_pipelines
+from telltale.records import ALERT_SCHEMA, Point, alert_id, to_ns
+from telltale.schema import Event
+
+STATE_VERSION = 1
+EXTRA_TAGS = ("host", "model", "node")  # event tags copied onto points (bounded set)
+
+
+@dataclass
+class Output:
+    points: list[Point] = field(default_factory=list)
+    alerts: list[dict] = field(default_factory=list)
+
+    def extend(self, other: Output) -> None:
+        self.points.extend(other.points)
+        self.alerts.extend(other.alerts)
+
+
+class RunProcessor:
+    """Window statistics and detectors for every (metric, rank) series of a run."""
+
+    def __init__(self, config: Config | None = None, pipelines: Pipelines | None = None):
+        config = config or Config()
+        self.windows = [WindowStats(WindowSpec.parse(w)) for w in config.windows]
+        if pipelines is None:
+            pipelines = (Pipelines.from_file(config.pipelines_file)
+                         if config.pipelines_file else default_pipelines())
+        self.pipelines = pipelines
+
+    def new_state(self, run: str) -> dict:
+        return {"v": STATE_VERSION, "run": run, "series": {}, "events": 0, "ended": False}
+
+    def process(self, state: dict, events: list[Event]) -> Output:
+        """Process one run's events in order; mutates ``state``."""
+        out = Output()
+        chunk: list[Event] = []
+        for ev in events:
+            if ev.kind == "end":
+                out.extend(self._process_chunk(state, chunk))
+                chunk = []
+                out.extend(self.flush(state))
+                state["ended"] = True
+            else:
+                chunk.append(ev)
+        out.extend(self._process_chunk(state, chunk))
+        return out
+
+    def flush(self, state: dict) -> Output:
+        """Close every open window of the run (run ended, or end of an offline file)."""
+        out = Output()
+        for key, ser in state["series"].items():
+            for ws in self.windows:
+                wst = ser["w"].get(ws.spec.label)
+                if wst is not None:
+                    out.points.extend(self._window_points(state["run"], key, ser,
+                                                          ws.flush(wst)))
+        return out
+
+    # -- internals ---------------------------------------------------------------
+
+    def _process_chunk(self, state: dict, events: list[Event]) -> Output:
+        out = Output()
+        if not events:
+            return out
+        run = state["run"]
+        state["events"] += len(events)
+        state["ended"] = False
+        groups: dict[str, tuple[list, list, list, str]] = {}
+        pts = out.points
+        for ev in events:
+            tags = {"run": run, "kind": ev.kind, "rank": ev.rank}
+            for t in EXTRA_TAGS:
+                if t in ev.tags:
+                    tags[t] = ev.tags[t]
+            fields: dict = {}
+            bad = 0
+            for name, v in ev.metrics.items():
+                if isfinite(v):
+                    fields[name] = v
+                else:
+                    bad += 1
+                key = f"{name}|{ev.rank}"
+                g = groups.get(key)
+                if g is None:
+                    g = groups[key] = ([], [], [], ev.kind)
+                g[0].append(ev.step)
+                g[1].append(ev.ts)
+                g[2].append(v)
+            fields["step"] = ev.step
+            if bad:
+                fields["nonfinite"] = bad
+            pts.append(Point("metrics", tags, fields, to_ns(ev.ts)))
+        for key, (steps, ts, vals, kind) in groups.items():
+            ser = state["series"].get(key)
+            if ser is None:
+                ser = state["series"][key] = self._new_series(key, kind)
+            self._update_series(run, key, ser, np.asarray(steps, dtype=np.int64),
+                                np.asarray(ts, dtype=float), np.asarray(vals, dtype=float), out)
+        return out
+
+    def _new_series(self, key: str, kind: str) -> dict:
+        metric = key.rsplit("|", 1)[0]
+        return {"kind": kind,
+                "w": {ws.spec.label: ws.new_state() for ws in self.windows},
+                "d": {d.name: d.new_state() for d in self.pipelines.for_metric(metric)}}
+
+    def _update_series(self, run, key, ser, steps, ts, vals, out: Output) -> None:
+        metric, rank = key.rsplit("|", 1)
+        for ws in self.windows:
+            closed = ws.update(ser["w"][ws.spec.label], steps, ts, vals)
+            out.points.extend(self._window_points(run, key, ser, closed))
+        scores: dict[str, np.ndarray] = {}
+        for det in self.pipelines.for_metric(metric):
+            sc, findings = det.update(ser["d"][det.name], steps, vals)
+            scores[det.name] = sc
+            for f in findings:
+                i = f.index
+                aid = alert_id(run, metric, rank, f.detector, int(steps[i]))
+                value = float(vals[i])
+                alert = {
+                    "schema": ALERT_SCHEMA, "id": aid, "run": run, "metric": metric,
+                    "rank": rank, "kind": ser["kind"], "step": int(steps[i]),
+                    "ts": float(ts[i]), "detector": f.detector, "severity": f.severity,
+                    "value": value if np.isfinite(value) else str(value),
+                    "score": f.score, "message": f"{metric} {f.message}", "stats": f.stats,
+                }
+                out.alerts.append(alert)
+                out.points.append(Point(
+                    "alerts",
+                    {"run": run, "metric": metric, "rank": rank, "detector": f.detector,
+                     "severity": f.severity},
+                    {"id": aid, "step": int(steps[i]), "score": float(f.score),
+                     "message": alert["message"]},
+                    to_ns(float(ts[i]))))
+        if scores:
+            self._score_points(run, metric, rank, ser["kind"], steps, ts, scores, out)
+
+    @staticmethod
+    def _score_points(run, metric, rank, kind, steps, ts, scores, out: Output) -> None:
+        tags = {"run": run, "metric": metric, "rank": rank, "kind": kind}
+        names = list(scores)
+        mat = np.vstack([scores[n] for n in names])
+        finite = np.isfinite(mat)
+        steps_l, ts_l = steps.tolist(), ts.tolist()
+        mat_l = mat.tolist()
+        for i in np.flatnonzero(finite.any(axis=0)).tolist():
+            fields = {names[j]: mat_l[j][i] for j in range(len(names)) if finite[j, i]}
+            fields["step"] = steps_l[i]
+            out.points.append(Point("scores", tags, fields, to_ns(ts_l[i])))
+
+    @staticmethod
+    def _window_points(run, key, ser, closed: list[WindowResult]) -> list[Point]:
+        metric, rank = key.rsplit("|", 1)
+        pts = []
+        for w in closed:
+            time_s = w.start if w.spec.startswith("time") else w.first_ts
+            pts.append(Point(
+                "window_stats",
+                {"run": run, "metric": metric, "rank": rank, "kind": ser["kind"],
+                 "window": w.spec},
+                {"count": w.count, "mean": w.mean, "std": w.std, "min": w.min, "max": w.max,
+                 "first_step": w.first_step, "last_step": w.last_step,
+                 "start": w.start, "end": w.end},
+                to_ns(time_s)))
+        return pts

@@ -1,0 +1,5 @@
+import sys
+
+from telltale.cli import main
+
+sys.exit(main())

@@ -1,0 +1,40 @@
+"""The process-wide embedded pipeline that ``telltale.init`` uses when no broker is set."""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import threading
+
+from telltale.config import Config
+
+_lock = threading.Lock()
+_pipeline = None
+
+
+def format_alert(a: dict) -> str:
+    rank = f" rank {a['rank']}" if a.get("rank", "0") != "0" else ""
+    return f"[{a['severity'].upper():8}] {a['run']}{rank} step {a['step']}: {a['message']}"
+
+
+def shared_pipeline(cfg: Config):
+    """One embedded pipeline per process, closed at exit."""
+    global _pipeline
+    with _lock:
+        if _pipeline is None:
+            from telltale.sinks.local import LocalStore
+            from telltale.streams.embedded import EmbeddedPipeline
+
+            _pipeline = EmbeddedPipeline(
+                cfg, LocalStore(cfg.store_dir),
+                on_alert=lambda a: print("telltale: " + format_alert(a), file=sys.stderr))
+            atexit.register(_close_at_exit)
+        return _pipeline
+
+
+def _close_at_exit() -> None:
+    from telltale.producers.client import _close_all
+
+    _close_all()  # monitors first, so their last batches reach the pipeline
+    if _pipeline is not None:
+        _pipeline.close()

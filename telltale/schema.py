@@ -1,0 +1,178 @@
+"""Versioned event schema: what producers send and what the pipeline accepts.
+
+A Kafka message (or an embedded bus item) carries one *batch* of one run's events::
+
+    {"schema": "telltale/1", "run": "exp-1",
+     "events": [{"step": 1, "ts": 1795560973.36, "kind": "train",
+                 "metrics": {"loss": 2.3, "acc": 0.05}, "tags": {"rank": 0}}]}
+
+A bare event (``{"run": ..., "step": ..., "metrics": {...}}``, the format of the
+trainfaults files) is accepted as a batch of one. Non-finite metric values are written
+as the bare JSON tokens ``NaN`` / ``Infinity`` (Python's ``json`` default).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+SCHEMA = "telltale/1"
+SUPPORTED_SCHEMAS = frozenset({SCHEMA})
+KINDS = frozenset({"train", "eval", "infer", "system", "end"})
+
+MAX_MESSAGE_BYTES = 1_000_000
+MAX_EVENTS_PER_MESSAGE = 10_000
+MAX_METRICS_PER_EVENT = 256
+MAX_TAGS_PER_EVENT = 16
+MAX_NAME_LEN = 128
+MAX_TAG_VALUE_LEN = 256
+
+
+@dataclass(slots=True)
+class Event:
+    """One step's metrics of one run (and rank)."""
+
+    run: str
+    step: int
+    ts: float
+    kind: str = "train"
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rank(self) -> str:
+        return self.tags.get("rank", "0")
+
+    def to_dict(self) -> dict:
+        d = {"run": self.run, "step": self.step, "ts": self.ts, "kind": self.kind,
+             "metrics": self.metrics}
+        if self.tags:
+            d["tags"] = self.tags
+        return d
+
+
+@dataclass(slots=True)
+class Rejected:
+    """Input that could not be accepted, kept with the reason for the dead-letter topic."""
+
+    reason: str
+    raw: object
+
+    def to_dict(self) -> dict:
+        raw = self.raw
+        if isinstance(raw, bytes | bytearray):
+            raw = raw[:MAX_MESSAGE_BYTES].decode("utf-8", "replace")
+        elif not isinstance(raw, str):
+            raw = dumps(raw)
+        if len(raw) > 65536:
+            raw = raw[:65536] + "...[truncated]"
+        return {"schema": SCHEMA, "reason": self.reason, "raw": raw}
+
+
+class SchemaError(ValueError):
+    """An event or message does not follow the schema."""
+
+
+def dumps(obj) -> str:
+    """JSON with non-finite floats as bare tokens (readable by ``json.loads``)."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=True)
+
+
+def encode_batch(run: str, events: list[dict]) -> bytes:
+    """Encode one run's events (dicts without ``run``) as one message."""
+    return dumps({"schema": SCHEMA, "run": run, "events": events}).encode()
+
+
+def _name(value, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SchemaError(f"{what} must be a non-empty string, got {type(value).__name__}")
+    if len(value) > MAX_NAME_LEN:
+        raise SchemaError(f"{what} is {len(value)} characters long (max {MAX_NAME_LEN})")
+    return value
+
+
+def parse_event(d, run: str | None = None) -> Event:
+    """Validate one event dict; ``run`` comes from the batch when the event has none."""
+    if not isinstance(d, dict):
+        raise SchemaError(f"event must be an object, got {type(d).__name__}")
+    run = _name(d.get("run", run), "run")
+    step = d.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise SchemaError(f"step must be a non-negative integer, got {step!r}")
+    ts = d.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        raise SchemaError(f"ts must be a finite number of Unix seconds, got {ts!r}")
+    kind = d.get("kind", "train")
+    if kind not in KINDS:
+        raise SchemaError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    metrics = d.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise SchemaError(f"metrics must be an object, got {type(metrics).__name__}")
+    if len(metrics) > MAX_METRICS_PER_EVENT:
+        raise SchemaError(f"{len(metrics)} metrics in one event (max {MAX_METRICS_PER_EVENT})")
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        _name(k, "metric name")
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise SchemaError(f"metric {k!r} must be a number, got {type(v).__name__}")
+        out[k] = float(v)
+    tags = d.get("tags") or {}
+    if not isinstance(tags, dict) or len(tags) > MAX_TAGS_PER_EVENT:
+        raise SchemaError(f"tags must be an object of at most {MAX_TAGS_PER_EVENT} entries")
+    stags: dict[str, str] = {}
+    for k, v in tags.items():
+        _name(k, "tag name")
+        if isinstance(v, bool) or not isinstance(v, str | int):
+            raise SchemaError(f"tag {k!r} must be a string or integer, got {type(v).__name__}")
+        v = str(v)
+        if len(v) > MAX_TAG_VALUE_LEN:
+            raise SchemaError(f"tag {k!r} value is too long (max {MAX_TAG_VALUE_LEN})")
+        stags[k] = v
+    if kind != "end" and not out:
+        raise SchemaError("event has no metrics")
+    return Event(run=run, step=step, ts=float(ts), kind=kind, metrics=out, tags=stags)
+
+
+def decode_message(raw: bytes | str) -> tuple[list[Event], list[Rejected]]:
+    """Decode one message into valid events and rejected parts (never raises)."""
+    size = len(raw)
+    if size > MAX_MESSAGE_BYTES:
+        return [], [Rejected(f"message is {size} bytes (max {MAX_MESSAGE_BYTES})", raw[:4096])]
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [], [Rejected(f"not valid JSON: {exc}", raw)]
+    if not isinstance(doc, dict):
+        return [], [Rejected(f"message must be a JSON object, got {type(doc).__name__}", raw)]
+    if "events" not in doc:
+        try:
+            return [parse_event(doc)], []
+        except SchemaError as exc:
+            return [], [Rejected(str(exc), doc)]
+    schema = doc.get("schema")
+    if schema not in SUPPORTED_SCHEMAS:
+        return [], [Rejected(f"unknown schema {schema!r}; this worker reads "
+                             f"{sorted(SUPPORTED_SCHEMAS)} (upgrade the worker?)", raw)]
+    events_in = doc["events"]
+    if not isinstance(events_in, list):
+        return [], [Rejected("events must be a list", raw)]
+    if len(events_in) > MAX_EVENTS_PER_MESSAGE:
+        return [], [Rejected(f"{len(events_in)} events in one message "
+                             f"(max {MAX_EVENTS_PER_MESSAGE})", raw[:4096])]
+    try:
+        run = _name(doc.get("run"), "run")
+    except SchemaError as exc:
+        return [], [Rejected(str(exc), raw)]
+    events, rejected = [], []
+    for d in events_in:
+        try:
+            ev = parse_event(d, run)
+        except SchemaError as exc:
+            rejected.append(Rejected(str(exc), d))
+            continue
+        if ev.run != run:
+            rejected.append(Rejected(f"event run {ev.run!r} differs from batch run {run!r}", d))
+            continue
+        events.append(ev)
+    return events, rejected
