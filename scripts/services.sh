@@ -113,9 +113,10 @@ fail_with_log() { # <message> <logfile>
 }
 
 wait_healthy() { # <name> <timeout s> <pidfile> <logfile> <check function>
-  local t0=$SECONDS start=$EPOCHREALTIME
+  local t0=$SECONDS start=$EPOCHREALTIME pid
+  pid=$(cat "$3")   # read once: influxd deletes its pid file when it exits
   until "$5"; do
-    if ! kill -0 "$(cat "$3" 2>/dev/null || echo 0)" 2>/dev/null; then
+    if ! kill -0 "$pid" 2>/dev/null; then
       fail_with_log "$1 exited during startup" "$4"
     fi
     if ((SECONDS - t0 >= $2)); then

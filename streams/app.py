@@ -44,8 +44,7 @@ def build_app(cfg: Config) -> faust.App:
     alerts_topic = app.topic(cfg.alerts_topic, partitions=cfg.partitions, **raw)
     deadletter_topic = app.topic(cfg.deadletter_topic, partitions=cfg.partitions, **raw)
     run_state = app.Table("run-state", default=None, partitions=cfg.partitions,
-                          key_type=bytes, value_type=bytes, key_serializer="raw",
-                          value_serializer="raw")
+                          schema=faust.Schema(**raw))
 
     processor = RunProcessor(cfg)
     sink = AsyncInfluxSink(cfg) if cfg.influx_url else None
@@ -101,10 +100,6 @@ def build_app(cfg: Config) -> faust.App:
             ensure_database(cfg)
         log.warning("telltale worker consuming %s (%d partitions)", cfg.metrics_topic,
                     cfg.partitions)
-
-    @app.on_rebalance_start.connect
-    async def on_rebalance(sender, **kwargs):
-        await flush_points()
 
     app.telltale_flush = flush_points  # for tests / shutdown
     return app

@@ -12,12 +12,12 @@ log = logging.getLogger(__name__)
 def ensure_topics(cfg: Config, timeout: float = 30.0) -> None:
     """Create the metrics, alerts and dead-letter topics if they are missing."""
     from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     try:
         admin = KafkaAdminClient(bootstrap_servers=cfg.kafka, client_id="telltale-admin",
                                  request_timeout_ms=int(timeout * 1000))
-    except NoBrokersAvailable:
+    except KafkaError:
         raise ConnectionError(f"no Kafka broker answers at {cfg.kafka}; check TELLTALE_KAFKA "
                               "or start one (scripts/services.sh start)") from None
     try:

@@ -121,7 +121,7 @@ def cmd_worker(args) -> int:
 
 def cmd_alerts(args) -> int:
     from kafka import KafkaConsumer
-    from kafka.errors import NoBrokersAvailable
+    from kafka.errors import KafkaError
 
     from telltale.embedded import format_alert
 
@@ -137,7 +137,7 @@ def cmd_alerts(args) -> int:
             auto_offset_reset="earliest" if args.from_beginning else "latest",
             enable_auto_commit=args.group is not None,
             consumer_timeout_ms=int(args.timeout * 1000) if args.timeout else float("inf"))
-    except NoBrokersAvailable:
+    except KafkaError:
         print(f"no Kafka broker answers at {cfg.kafka}", file=sys.stderr)
         return 1
     n = 0
