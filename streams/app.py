@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import faust
 
@@ -49,6 +50,7 @@ def build_app(cfg: Config) -> faust.App:
     processor = RunProcessor(cfg)
     sink = AsyncInfluxSink(cfg) if cfg.influx_url else None
     pending: list = []
+    seen_runs: dict[str, int] = {}  # run -> events this worker processed (for ops and tests)
 
     async def flush_points() -> None:
         if sink is not None and pending:
@@ -76,6 +78,7 @@ def build_app(cfg: Config) -> faust.App:
                     saved = run_state.get(rkey)
                     state = json.loads(saved) if saved else processor.new_state(run)
                     out = processor.process(state, evs)
+                    seen_runs[run] = seen_runs.get(run, 0) + len(evs)
                     if state["ended"]:
                         run_state.pop(rkey, None)  # release the state of finished runs
                     else:
@@ -92,6 +95,13 @@ def build_app(cfg: Config) -> faust.App:
     @app.timer(FLUSH_INTERVAL)
     async def flush_timer():
         await flush_points()
+
+    @app.timer(1.0)
+    async def write_processed_runs():
+        path = os.path.join(cfg.data_dir, "processed-runs.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(seen_runs, f)
+        os.replace(path + ".tmp", path)
 
     @app.task
     async def on_started():
@@ -117,5 +127,6 @@ def run_worker(cfg: Config) -> None:
     app = build_app(cfg)
 
 
-    worker = Worker(app, loglevel=cfg.log_level, quiet=True)
+    os.makedirs(cfg.data_dir, exist_ok=True)
+    worker = Worker(app, loglevel=cfg.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

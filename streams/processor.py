@@ -139,7 +139,8 @@ class RunProcessor:
                     "rank": rank, "kind": ser["kind"], "step": int(steps[i]),
                     "ts": float(ts[i]), "detector": f.detector, "severity": f.severity,
                     "value": value if np.isfinite(value) else str(value),
-                    "score": f.score, "message": f"{metric} {f.message}", "stats": f.stats,
+                    "score": _sig(f.score), "message": f"{metric} {f.message}",
+                    "stats": {k: _sig(v) for k, v in f.stats.items()},
                 }
                 out.alerts.append(alert)
                 out.points.append(Point(
@@ -180,3 +181,10 @@ class RunProcessor:
                  "start": w.start, "end": w.end},
                 to_ns(time_s)))
         return pts
+
+
+def _sig(x, digits: int = 6):
+    """Round floats for alerts, so batching-level float noise never shows in them."""
+    if isinstance(x, float) and isfinite(x):
+        return float(f"{x:.{digits}g}")
+    return x

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,8 +27,13 @@ DEMO_RUNS = (
 )
 
 
-def simulate(sim: SimRun, t0: float = 1_800_000_000.0, dt: float = 0.05):
-    """Yield ``(step, ts, kind, metrics)`` for one run, in log order."""
+def simulate(sim: SimRun, t0: float | None = None, dt: float = 0.05):
+    """Yield ``(step, ts, kind, metrics)`` for one run, in log order.
+
+    Timestamps are ``dt`` apart and end now unless ``t0`` is given.
+    """
+    if t0 is None:
+        t0 = round(time.time() - sim.steps * dt - 1.0, 3)
     rng = np.random.default_rng(sim.seed)
     lr0 = 0.05
     loss_floor = 0.15 + 0.05 * rng.random()

@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+
+from telltale.config import Config
+from telltale.schema import Event
+from telltale.simulate import DEMO_RUNS, simulate
+from telltale.streams.processor import RunProcessor
+
+
+def demo_events(sim):
+    return [Event(sim.run, s, ts, k, m) for s, ts, k, m in simulate(sim, t0=1e9)]
+
+
+def process(proc, run, events, sizes):
+    state = proc.new_state(run)
+    points, alerts, i = [], [], 0
+    for b in sizes:
+        out = proc.process(state, events[i:i + b])
+        state = json.loads(json.dumps(state))  # what the Faust table stores
+        points += out.points
+        alerts += out.alerts
+        i += b
+    out = proc.flush(state)
+    return points + out.points, alerts
+
+
+def test_output_does_not_depend_on_batching():
+    proc = RunProcessor(Config())
+    sim = DEMO_RUNS[1]
+    events = demo_events(sim)
+    p1, a1 = process(proc, sim.run, events, [len(events)])
+    p2, a2 = process(proc, sim.run, events, [1] * len(events))
+    p3, a3 = process(proc, sim.run, events, [100] * (len(events) // 100 + 1))
+    assert a1 == a2 == a3
+    def key(points):
+        return sorted((p.measurement, sorted(p.tags.items()), p.time_ns, sorted(p.fields))
+                      for p in points)
+
+    assert key(p1) == key(p2) == key(p3)
+
+
+def test_faults_are_alerted_and_the_clean_run_is_quiet():
+    proc = RunProcessor(Config())
+    found = {}
+    for sim in DEMO_RUNS:
+        _, alerts = process(proc, sim.run, demo_events(sim), [50] * 20)
+        found[sim.fault] = alerts
+    assert found[None] == []
+    assert any(a["metric"] == "loss" and a["step"] == 300 and a["detector"] == "zscore"
+               for a in found["spike"])
+    assert any(a["metric"] == "loss" and a["step"] == 420 and a["detector"] == "nonfinite"
+               and a["severity"] == "critical" for a in found["nan"])
+    div = [a for a in found["divergence"] if a["detector"] == "divergence"]
+    assert len(div) == 1 and 250 < div[0]["step"] < 320
+    ids = [a["id"] for v in found.values() for a in v]
+    assert len(ids) == len(set(ids))
+
+
+def test_window_points_match_numpy():
+    proc = RunProcessor(Config(windows=("step:100",)))
+    sim = DEMO_RUNS[0]
+    events = demo_events(sim)
+    points, _ = process(proc, sim.run, events, [64] * 10)
+    loss = np.array([e.metrics["loss"] for e in events if e.kind == "train"])
+    steps = np.array([e.step for e in events if e.kind == "train"])
+    wins = [p for p in points if p.measurement == "window_stats" and p.tags["metric"] == "loss"]
+    assert len(wins) == 7  # [0,100) ... [600,700)
+    for p in wins:
+        sel = loss[(steps >= p.fields["start"]) & (steps < p.fields["end"])]
+        assert p.fields["count"] == len(sel)
+        assert np.isclose(p.fields["mean"], sel.mean()) and np.isclose(p.fields["std"], sel.std())
+
+
+def test_end_event_flushes_windows_and_marks_the_run_ended():
+    proc = RunProcessor(Config(windows=("step:1000",)))
+    state = proc.new_state("r")
+    out = proc.process(state, [Event("r", 1, 1.0, "train", {"x": 1.0}),
+                               Event("r", 2, 2.0, "train", {"x": 3.0}),
+                               Event("r", 2, 3.0, "end", {})])
+    w = [p for p in out.points if p.measurement == "window_stats"]
+    assert state["ended"] and len(w) == 1 and w[0].fields["mean"] == 2.0
