@@ -33,7 +33,7 @@ class Monitor:
         self.max_queue, self.batch_size, self.linger = max_queue, batch_size, linger
         self.retry_backoff, self.max_backoff = retry_backoff, max_backoff
         self._q: deque = deque()
-        self._inflight = 0
+        self._inflight: list | None = None  # the batch being sent
         self._step = 0
         self._sent = 0
         self._dropped = 0
@@ -73,7 +73,7 @@ class Monitor:
         """Wait until everything queued so far is delivered; False on timeout."""
         deadline = time.monotonic() + timeout
         self._wake.set()
-        while self._q or self._inflight:
+        while self._q or self._inflight is not None:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)
@@ -91,14 +91,17 @@ class Monitor:
         self._thread.join(timeout=1.0)
         self.transport.close()
         _live.discard(self)
-        left = len(self._q)
-        if not ok or self._dropped or left:
-            log.warning("telltale: run %s closed with %d events undelivered and %d dropped "
-                        "(queue full); last transport error: %s",
-                        self.run, left, self._dropped, self._last_error)
+        left = len(self._q) + len(self._inflight or ())
+        if not ok or left:
+            log.warning("telltale: run %s closed with %d events undelivered; last transport "
+                        "error: %s", self.run, left, self._last_error)
+        if self._dropped:
+            log.warning("telltale: run %s dropped %d events because its queue (max %d) was "
+                        "full", self.run, self._dropped, self.max_queue)
 
     def stats(self) -> dict:
-        return {"run": self.run, "sent": self._sent, "queued": len(self._q),
+        queued = len(self._q) + len(self._inflight or ())
+        return {"run": self.run, "sent": self._sent, "queued": queued,
                 "dropped": self._dropped, "send_failures": self._failures,
                 "last_error": self._last_error}
 
@@ -124,14 +127,14 @@ class Monitor:
             if self._closed and not self._q:
                 return
             while self._q:
-                self._inflight = 1  # before popping, so flush() never sees a gap
-                batch = self._take()
+                self._inflight = []  # set before popping, so flush() never sees a gap
+                batch = self._inflight = self._take()
                 try:
                     for payload in _encode(self.run, batch):
                         self.transport.send(self.run, payload)
                 except Exception as exc:  # keep the batch, retry later
                     self._q.extendleft(reversed(batch))
-                    self._inflight = 0
+                    self._inflight = None
                     self._failures += 1
                     self._last_error = str(exc)
                     if self._closed:
@@ -139,7 +142,7 @@ class Monitor:
                     time.sleep(backoff)
                     backoff = min(backoff * 2, self.max_backoff)
                     break
-                self._inflight = 0
+                self._inflight = None
                 self._sent += len(batch)
                 backoff = self.retry_backoff
 

@@ -24,7 +24,9 @@ class KafkaTransport:
         self.options = {"acks": "all", "linger_ms": 0, "retries": 3,
                         "max_request_size": 4 * 1024 * 1024,
                         "request_timeout_ms": int(ack_timeout * 1000),
-                        "reconnect_backoff_max_ms": 2000, **kafka_options}
+                        "reconnect_backoff_max_ms": 2000, "max_block_ms": 5000,
+                        "bootstrap_timeout_ms": 5000, "delivery_timeout_ms": 30000,
+                        **kafka_options}
         self._producer = None
 
     def _connect(self):

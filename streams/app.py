@@ -96,11 +96,14 @@ def build_app(cfg: Config) -> faust.App:
     async def flush_timer():
         await flush_points()
 
-    @app.timer(1.0)
-    async def write_processed_runs():
-        path = os.path.join(cfg.data_dir, "processed-runs.json")
+    @app.timer(0.5)
+    async def write_status():
+        """Assigned partitions and runs seen, in DATA_DIR/worker-status.json (for ops)."""
+        assigned = sorted(tp.partition for tp in app.consumer.assignment()
+                          if tp.topic == cfg.metrics_topic)
+        path = os.path.join(cfg.data_dir, "worker-status.json")
         with open(path + ".tmp", "w") as f:
-            json.dump(seen_runs, f)
+            json.dump({"pid": os.getpid(), "assigned": assigned, "runs": seen_runs}, f)
         os.replace(path + ".tmp", path)
 
     @app.task

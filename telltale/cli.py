@@ -247,8 +247,11 @@ def cmd_replay(args) -> int:
             mon.log(d["metrics"], step=d["step"], kind=d.get("kind", "train"), ts=d.get("ts"),
                     tags=d.get("tags"))
             n += 1
+    deadline = time.monotonic() + 60
     for m in monitors.values():
-        m.close(timeout=60)
+        m.flush(timeout=max(0.0, deadline - time.monotonic()))
+    for m in monitors.values():
+        m.close(timeout=max(0.1, deadline - time.monotonic()))
     print(f"replayed {n} events of {len(monitors)} runs", file=sys.stderr)
     return 0
 

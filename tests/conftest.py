@@ -77,20 +77,22 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Ready = partitions assigned and the agent running (it writes processed-runs)."""
+        """Ready = the agent is running and holds some partitions of the metrics topic."""
         deadline = time.monotonic() + timeout
-        marker = self.data_dir / "processed-runs.json"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log()}")
-            if marker.exists() and "consuming" in self.log():
+            if self.status().get("assigned"):
                 return
             time.sleep(0.2)
         raise AssertionError(f"worker not ready after {timeout}s:\n{self.log()[-3000:]}")
 
-    def processed_runs(self) -> dict:
-        p = self.data_dir / "processed-runs.json"
-        return json.loads(p.read_text()) if p.exists() else {}
+    def status(self) -> dict:
+        p = self.data_dir / "worker-status.json"
+        try:
+            return json.loads(p.read_text())
+        except (OSError, ValueError):
+            return {}
 
     def alive(self) -> bool:
         return self.proc.poll() is None

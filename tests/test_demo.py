@@ -1,0 +1,25 @@
+import json
+import subprocess
+import sys
+
+from telltale.simulate import DEMO_RUNS
+
+
+def test_demo_runs_embedded_and_reports(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no TELLTALE_* services
+    proc = subprocess.run([sys.executable, "-m", "telltale", "demo", "--rate", "0",
+                           "--store-dir", str(tmp_path / "store")],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "progress: step 600/600" in out and "summary" in out and "events/s" in out
+    alerts = [json.loads(x) for x in (tmp_path / "store" / "alerts.log.jsonl").open()]
+    runs = {a["run"] for a in alerts}
+    faulty = {r.run for r in DEMO_RUNS if r.fault}
+    assert runs == faulty  # the clean run stays quiet
+    for a in alerts:
+        assert f"ALERT [{a['severity'].upper():8}] {a['run']} step {a['step']}:" in out
+    for r in DEMO_RUNS:
+        assert f"{r.run:14} alerts: {sum(a['run'] == r.run for a in alerts)}" in out
+    metrics = (tmp_path / "store" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 4 * (600 + 30)  # every train and eval event is stored

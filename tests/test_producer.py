@@ -1,0 +1,105 @@
+import logging
+import threading
+import time
+
+import pytest
+
+from telltale.producers import Monitor
+from telltale.schema import decode_message
+
+
+class BlockingTransport:
+    """Holds every send until released; records what it delivered."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.delivered = []
+
+    def send(self, run, payload):
+        self.release.wait()
+        events, rejected = decode_message(payload)
+        assert not rejected
+        self.delivered += events
+
+    def close(self):
+        pass
+
+
+class FlakyTransport(BlockingTransport):
+    def __init__(self, failures):
+        super().__init__()
+        self.release.set()
+        self.failures = failures
+
+    def send(self, run, payload):
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("broker unreachable")
+        super().send(run, payload)
+
+
+def test_log_does_not_wait_for_a_stuck_transport():
+    t = BlockingTransport()
+    mon = Monitor("r", t, batch_size=10, linger=0.001)
+    for i in range(2000):  # the sender is stuck in send(); log() must still return
+        mon.log({"loss": 1.0 / (i + 1)}, step=i)
+    assert mon.stats()["queued"] + 10 >= 2000 and t.delivered == []
+    t.release.set()
+    mon.close()
+    steps = [e.step for e in t.delivered if e.kind != "end"]
+    assert steps == list(range(2000))
+
+
+def test_failed_batches_are_kept_and_delivered_later_in_order():
+    t = FlakyTransport(failures=3)
+    mon = Monitor("r", t, batch_size=50, linger=0.001, retry_backoff=0.01)
+    for i in range(500):
+        mon.log({"loss": float(i)}, step=i, tags={"rank": 1})
+    assert mon.flush(timeout=10)
+    mon.close()
+    st = mon.stats()
+    assert st["send_failures"] == 3 and st["dropped"] == 0
+    train = [e for e in t.delivered if e.kind == "train"]
+    assert [e.step for e in train] == list(range(500)) and train[0].tags == {"rank": "1"}
+    assert t.delivered[-1].kind == "end"
+
+
+def test_overflow_drops_oldest_counts_and_reports_it(caplog):
+    t = BlockingTransport()
+    mon = Monitor("r", t, max_queue=100, batch_size=1000, linger=0.001)
+    for i in range(350):
+        mon.log({"x": i}, step=i)
+    assert mon.stats()["dropped"] >= 250 - 1000  # at least the overflow beyond the queue
+    dropped = mon.stats()["dropped"]
+    assert dropped > 0
+    t.release.set()
+    with caplog.at_level(logging.WARNING, logger="telltale"):
+        mon.close()
+    assert f"dropped {dropped} events because its queue (max 100) was full" in caplog.text
+    steps = [e.step for e in t.delivered if e.kind == "train"]
+    assert len(steps) == 350 - dropped and steps == sorted(steps) and steps[-1] == 349
+
+
+def test_unreachable_broker_never_blocks_or_crashes_the_trainer(caplog):
+    from telltale.producers import KafkaTransport
+
+    t = KafkaTransport("127.0.0.1:1", "telltale.metrics", max_block_ms=200,
+                       bootstrap_timeout_ms=300)
+    mon = Monitor("r", t, batch_size=10, linger=0.001, retry_backoff=0.05)
+    for i in range(1000):
+        mon.log({"loss": 1.0}, step=i)
+    for _ in range(200):  # the trainer goes on; the sender keeps failing and retrying
+        if mon.stats()["send_failures"]:
+            break
+        time.sleep(0.05)
+    with caplog.at_level(logging.WARNING, logger="telltale"):
+        mon.close(timeout=1.0)
+    st = mon.stats()
+    assert st["sent"] == 0 and st["queued"] == 1001 and st["send_failures"] >= 1
+    assert "1001 events undelivered" in caplog.text and "not reachable" in caplog.text
+    assert "dropped" not in caplog.text
+
+
+def test_run_id_is_required():
+    with pytest.raises(ValueError, match="run must be a non-empty string"):
+        Monitor("", BlockingTransport())
