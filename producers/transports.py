@@ -21,7 +21,7 @@ class KafkaTransport:
 
     def __init__(self, bootstrap: str, topic: str, ack_timeout: float = 10.0, **kafka_options):
         self.bootstrap, self.topic, self.ack_timeout = bootstrap, topic, ack_timeout
-        self.options = {"acks": "all", "linger_ms": 0, "retries": 3,
+        self.options = {"acks": "all", "linger_ms": 0,
                         "max_request_size": 4 * 1024 * 1024,
                         "request_timeout_ms": int(ack_timeout * 1000),
                         "reconnect_backoff_max_ms": 2000, "max_block_ms": 5000,

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Run `telltale demo` on the embedded default (no Kafka, no InfluxDB), installing what it needs.
+set -euo pipefail
+source "$(dirname "$0")/venv.sh" ""
+exec telltale demo "$@"
