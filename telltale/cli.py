@@ -34,11 +34,14 @@ def _config(args) -> Config:
 def cmd_demo(args) -> int:
     from telltale.embedded import format_alert
     from telltale.producers import CallableTransport, Monitor
-    from telltale.simulate import DEMO_RUNS, SimRun, simulate
+    from telltale.simulate import DEMO_RUNS, SimRun
     from telltale.sinks.local import LocalStore
     from telltale.streams.embedded import EmbeddedPipeline
 
     cfg = _config(args)
+    runs = [SimRun(r.run, r.fault, r.onset, steps=args.steps, seed=r.seed) for r in DEMO_RUNS]
+    if args.publish:
+        return _demo_publish(cfg, args, runs)
     store_dir = args.store_dir or os.path.join(cfg.store_dir, "demo")
     if os.path.isdir(store_dir):
         for name in os.listdir(store_dir):
@@ -52,7 +55,6 @@ def cmd_demo(args) -> int:
         print(f"  ALERT {format_alert(a)}", flush=True)
 
     pipe = EmbeddedPipeline(cfg, store, on_alert=on_alert)
-    runs = [SimRun(r.run, r.fault, r.onset, steps=args.steps, seed=r.seed) for r in DEMO_RUNS]
     print(f"telltale demo: {len(runs)} simulated training runs × {args.steps} steps "
           f"(embedded pipeline, no Kafka/InfluxDB; results in {store_dir}/)")
     for r in runs:
@@ -60,27 +62,8 @@ def cmd_demo(args) -> int:
         print(f"  {r.run:14} {what}")
     monitors = {r.run: Monitor(r.run, CallableTransport(pipe.submit), tags={"host": "demo"})
                 for r in runs}
-    gens = {r.run: simulate(r) for r in runs}
     t0 = time.perf_counter()
-    logged = 0
-    next_report = t0
-    for step in range(1, args.steps + 1):
-        for run, gen in gens.items():
-            for _ in range(2):  # train event and, at eval steps, the eval event
-                ev = next(gen, None)
-                if ev is None:
-                    break
-                s, ts, kind, metrics = ev
-                monitors[run].log(metrics, step=s, kind=kind, ts=ts)
-                logged += 1
-                if kind == "train" and s % 20 != 0:
-                    break
-        if args.rate:
-            time.sleep(max(0.0, t0 + step / args.rate - time.perf_counter()))
-        now = time.perf_counter()
-        if now >= next_report or step == args.steps:
-            print(f"  progress: step {step}/{args.steps}, {logged} events logged", flush=True)
-            next_report = now + 1.0
+    logged = _demo_log(runs, monitors, args.steps, args.rate)
     for m in monitors.values():
         m.close()
     pipe.drain()
@@ -97,6 +80,53 @@ def cmd_demo(args) -> int:
     print(f"  throughput: {n / dt:,.0f} events/s over {dt:.2f} s ({pace})")
     print(f"  store: {store_dir}/ (metrics, window_stats, scores, alerts; alerts.log.jsonl)")
     return 0
+
+
+def _demo_publish(cfg: Config, args, runs) -> int:
+    """Publish the simulated runs to Kafka, for a running worker to process."""
+    from telltale.producers import KafkaTransport, Monitor
+
+    if not cfg.kafka:
+        print("--publish needs a broker: set TELLTALE_KAFKA or pass --kafka", file=sys.stderr)
+        return 2
+    print(f"telltale demo: publishing {len(runs)} simulated runs to {cfg.metrics_topic} "
+          f"on {cfg.kafka}; see the alerts with 'telltale alerts'")
+    monitors = {r.run: Monitor(r.run, KafkaTransport(cfg.kafka, cfg.metrics_topic),
+                               tags={"host": "demo"}) for r in runs}
+    logged = _demo_log(runs, monitors, args.steps, args.rate)
+    for m in monitors.values():
+        m.close(timeout=60)
+    undelivered = sum(m.stats()["queued"] for m in monitors.values())
+    print(f"published {logged - undelivered} of {logged} events")
+    return 0 if undelivered == 0 else 1
+
+
+def _demo_log(runs, monitors, steps: int, rate: float) -> int:
+    """Log the simulated runs step by step (paced at ``rate`` steps/s); returns events."""
+    from telltale.simulate import simulate
+
+    gens = {r.run: simulate(r) for r in runs}
+    t0 = time.perf_counter()
+    logged = 0
+    next_report = t0
+    for step in range(1, steps + 1):
+        for run, gen in gens.items():
+            for _ in range(2):  # train event and, at eval steps, the eval event
+                ev = next(gen, None)
+                if ev is None:
+                    break
+                s, ts, kind, metrics = ev
+                monitors[run].log(metrics, step=s, kind=kind, ts=ts)
+                logged += 1
+                if kind == "train" and s % 20 != 0:
+                    break
+        if rate:
+            time.sleep(max(0.0, t0 + step / rate - time.perf_counter()))
+        now = time.perf_counter()
+        if now >= next_report or step == steps:
+            print(f"  progress: step {step}/{steps}, {logged} events logged", flush=True)
+            next_report = now + 1.0
+    return logged
 
 
 # -- worker ---------------------------------------------------------------------------
@@ -273,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulated steps per second per run (default 300; 0 = flat out)")
     d.add_argument("--store-dir", help="where results go (default telltale-data/demo)")
     d.add_argument("--windows", help="window specs, e.g. step:100,step:100/50,time:60s")
+    d.add_argument("--publish", action="store_true",
+                   help="publish the runs to Kafka for a worker instead of running embedded")
+    _common_kafka(d)
     d.set_defaults(func=cmd_demo)
 
     w = sub.add_parser("worker", help="run a Faust worker: metrics topic -> detectors -> "
