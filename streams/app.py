@@ -16,6 +16,7 @@ import logging
 import os
 
 import faust
+import mode
 
 from telltale.config import Config
 from telltale.schema import Rejected, decode_message, dumps
@@ -26,6 +27,7 @@ log = logging.getLogger("telltale.worker")
 
 FLUSH_INTERVAL = 0.25  # seconds between InfluxDB writes
 FLUSH_POINTS = 5000  # or sooner, once this many points wait
+MAX_PENDING_POINTS = 1_000_000  # kept in memory while InfluxDB is unreachable
 
 
 def build_app(cfg: Config) -> faust.App:
@@ -52,11 +54,24 @@ def build_app(cfg: Config) -> faust.App:
     pending: list = []
     seen_runs: dict[str, int] = {}  # run -> events this worker processed (for ops and tests)
 
+    dropped = [0]
+
     async def flush_points() -> None:
-        if sink is not None and pending:
-            batch = pending[:]
-            pending.clear()
+        """Write what is pending; on failure keep it (bounded) and try again next time."""
+        if sink is None or not pending:
+            return
+        batch = pending[:]
+        pending.clear()
+        try:
             await sink.write_points(batch)
+        except Exception as exc:
+            pending[:0] = batch
+            over = len(pending) - MAX_PENDING_POINTS
+            if over > 0:
+                del pending[:over]
+                dropped[0] += over
+            log.warning("InfluxDB write failed (%s); %d points waiting, %d dropped so far",
+                        exc, len(pending), dropped[0])
 
     async def dead_letter(key, rejected: Rejected) -> None:
         log.warning("dead-lettered input: %s", rejected.reason)
@@ -114,7 +129,15 @@ def build_app(cfg: Config) -> faust.App:
         log.warning("telltale worker consuming %s (%d partitions)", cfg.metrics_topic,
                     cfg.partitions)
 
-    app.telltale_flush = flush_points  # for tests / shutdown
+    @app.service
+    class PointFlusher(mode.Service):
+        """Writes the last pending points when the worker stops."""
+
+        async def on_stop(self) -> None:
+            await flush_points()
+            if sink is not None:
+                await sink.close()
+
     return app
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 
 import numpy as np
 import pytest
-from conftest import influxql, wait_for
+from conftest import config_env, influxql, wait_for
 from kafka import KafkaConsumer, KafkaProducer
 
 from telltale.config import Config
@@ -141,6 +143,20 @@ def test_three_runs_end_to_end(kafka_config, start_worker):
     assert sorted(alerts.values(), key=key) == sorted(expected, key=key)
     assert {a["run"] for a in expected} == {"e2e-spike", "e2e-nan"}
     assert worker.alive()
+
+    # `telltale alerts` shows the same alerts, as JSON and pretty
+    def tail(*flags):
+        proc = subprocess.run([sys.executable, "-m", "telltale", "alerts", "--from-beginning",
+                               "--timeout", "3", *flags], env=config_env(cfg),
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()
+
+    as_json = [json.loads(x) for x in tail("--json")]
+    assert sorted(as_json, key=key) == sorted(expected, key=key)
+    pretty = tail("--run", "e2e-spike")
+    assert len(pretty) == sum(a["run"] == "e2e-spike" for a in expected)
+    assert any(line.startswith("[WARNING ] e2e-spike step 300: loss ") for line in pretty)
 
 
 def _influx_count(cfg: Config, run: str) -> int:
