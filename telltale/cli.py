@@ -259,6 +259,19 @@ def cmd_detect(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    from telltale.score import score_csv
+
+    out = args.out or args.series.rsplit(".", 1)[0] + ".scores.csv"
+    try:
+        n = score_csv(args.series, out)
+    except (OSError, ValueError) as exc:
+        print(f"telltale score: {exc}", file=sys.stderr)
+        return 2
+    print(f"scored {n} rows -> {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_replay(args) -> int:
     """Publish a file of events through the producer library (to Kafka when configured)."""
     import telltale
@@ -337,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="alerts file (JSONL; default stdout)")
     t.add_argument("--windows", help="window specs")
     t.set_defaults(func=cmd_detect)
+
+    c = sub.add_parser("score", help="online anomaly scores (0..1) for a timestamp,value CSV")
+    c.add_argument("series", help="CSV with columns timestamp,value")
+    c.add_argument("--out", help="output CSV timestamp,value,anomaly_score "
+                   "(default SERIES.scores.csv)")
+    c.set_defaults(func=cmd_score)
 
     r = sub.add_parser("replay", help="publish a JSONL file of events with the producer library")
     r.add_argument("events")
