@@ -13,25 +13,47 @@ from functools import lru_cache
 
 from telltale.detectors.base import Detector
 from telltale.detectors.divergence import Divergence
+from telltale.detectors.growth import Growth
+from telltale.detectors.jump import Jump
+from telltale.detectors.levelshift import LevelShift
 from telltale.detectors.nonfinite import NonFinite
+from telltale.detectors.spikerate import SpikeRate
 from telltale.detectors.zscore import RollingZScore
 
 REGISTRY: dict[str, type[Detector]] = {
-    NonFinite.name: NonFinite,
-    RollingZScore.name: RollingZScore,
-    Divergence.name: Divergence,
+    d.name: d for d in (NonFinite, RollingZScore, Divergence, LevelShift, SpikeRate, Jump, Growth)
 }
+
+_NF = ("nonfinite", {})
+_LOGZ = ("zscore", {"log": True, "threshold": 8.0})
+_TIMING = [_NF, ("levelshift", {}), ("spikerate", {})]
 
 DEFAULT_PIPELINES: list[tuple[str, list[tuple[str, dict]]]] = [
     # loss-like: broken values, upward spikes, sustained rise
-    ("*loss*", [("nonfinite", {}),
-                ("zscore", {"direction": "up", "threshold": 6.0}),
-                ("divergence", {})]),
-    # schedules and counters: only broken values
-    ("lr", [("nonfinite", {})]),
-    ("*learning_rate*", [("nonfinite", {})]),
+    ("*loss*", [_NF, ("zscore", {"direction": "up", "threshold": 6.0}), ("divergence", {})]),
+    # learning rate: schedules move it smoothly; a ×10 jump in one step is a fault
+    ("lr", [_NF, ("jump", {})]),
+    ("*learning_rate*", [_NF, ("jump", {})]),
+    # norms and ratios: multiplicative, so z-scores on a log scale
+    ("*grad*norm*", [_NF, _LOGZ]),
+    ("*param*norm*", [_NF, _LOGZ]),
+    ("*weight*norm*", [_NF, _LOGZ]),
+    ("*update_ratio*", [_NF, ("jump", {"severity": "warning"})]),
+    # timing and throughput: heavy-tailed; sustained shifts and repeated stalls
+    ("*step_time*", _TIMING),
+    ("*latency*", _TIMING),
+    ("*duration*", _TIMING),
+    ("*per_s*", [_NF, ("levelshift", {})]),
+    ("*throughput*", [_NF, ("levelshift", {})]),
+    # memory: steady growth
+    ("*rss*", [_NF, ("growth", {})]),
+    ("*mem*", [_NF, ("growth", {})]),
+    # batch-level accuracy, waits, utilisation: too noisy alone; only broken values
+    ("*acc*", [_NF]),
+    ("*wait*", [_NF]),
+    ("*cpu*", [_NF]),
     # everything else: broken values and large jumps either way
-    ("*", [("nonfinite", {}), ("zscore", {"threshold": 8.0})]),
+    ("*", [_NF, ("zscore", {"threshold": 8.0})]),
 ]
 
 

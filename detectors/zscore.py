@@ -39,15 +39,19 @@ class RollingZScore(Detector):
 
     def __init__(self, window: int = 100, min_periods: int = 20, threshold: float = 6.0,
                  direction: str = "both", rel_floor: float = 1e-3, cooldown: int = 50,
-                 severity: str = "warning"):
+                 severity: str = "warning", log: bool = False):
         self.window, self.min_periods, self.threshold = window, min_periods, threshold
         self.direction, self.rel_floor, self.cooldown = direction, rel_floor, cooldown
-        self.severity = severity
+        self.severity, self.log = severity, log
 
     def new_state(self) -> dict:
         return {"buf": [], "last_alert": None}
 
     def update(self, state, steps, values):
+        raw = values
+        if self.log:  # scale-free: z of log(x); non-positive values are ignored
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values = np.where(values > 0, np.log(values), np.nan)
         fin = np.isfinite(values)
         new = values[fin]
         hist = np.asarray(state["buf"], dtype=float)
@@ -72,11 +76,16 @@ class RollingZScore(Detector):
                 if last is not None and step - last <= self.cooldown:
                     continue
                 last = step
-                findings.append(Finding(
-                    int(idx_fin[j]), self.name, self.severity, float(z_fin[j]),
-                    f"{new[j]:.6g} is {z_fin[j]:+.1f}σ from its {int(n[j])}-value mean "
-                    f"{mean[j]:.6g} ± {std[j]:.3g}",
-                    {"mean": float(mean[j]), "std": float(std[j]), "n": int(n[j])}))
+                i = int(idx_fin[j])
+                if self.log:
+                    what = (f"{raw[i]:.6g} is {z_fin[j]:+.1f}σ (log scale) from its "
+                            f"{int(n[j])}-value geometric mean {np.exp(mean[j]):.6g}")
+                else:
+                    what = (f"{new[j]:.6g} is {z_fin[j]:+.1f}σ from its {int(n[j])}-value mean "
+                            f"{mean[j]:.6g} ± {std[j]:.3g}")
+                findings.append(Finding(i, self.name, self.severity, float(z_fin[j]), what,
+                                        {"mean": float(mean[j]), "std": float(std[j]),
+                                         "n": int(n[j])}))
             state["last_alert"] = last
         state["buf"] = np.concatenate((hist, new))[-self.window:].tolist()
         return z, findings

@@ -1,4 +1,4 @@
-"""The ``telltale`` command line: demo, worker, alerts, detect, replay."""
+"""The ``telltale`` command line: demo, worker, alerts, detect, score, replay."""
 
 from __future__ import annotations
 
@@ -303,8 +303,10 @@ def cmd_replay(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="telltale", description=__doc__.split("\n")[0] + (
-        "\nWithout TELLTALE_KAFKA everything runs embedded in one process."),
+    p = argparse.ArgumentParser(prog="telltale", description=(
+        "Telltale: real-time anomaly detection for model training and inference.\n"
+        "With TELLTALE_KAFKA set, producers publish to Kafka and `telltale worker` processes;\n"
+        "without it, `telltale demo`, `detect` and `score` run the same pipeline embedded."),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"telltale {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)

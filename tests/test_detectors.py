@@ -4,6 +4,10 @@ import numpy as np
 import pytest
 
 from telltale.detectors import Divergence, NonFinite, RollingZScore
+from telltale.detectors.growth import Growth
+from telltale.detectors.jump import Jump
+from telltale.detectors.levelshift import LevelShift
+from telltale.detectors.spikerate import SpikeRate
 from telltale.detectors.zscore import rolling_mean_std
 
 
@@ -20,7 +24,10 @@ def run_in_batches(det, steps, values, sizes):
 
 
 @pytest.mark.parametrize("det", [RollingZScore(window=30, min_periods=10), NonFinite(),
-                                 Divergence(patience=5)])
+                                 Divergence(patience=5), RollingZScore(log=True, threshold=4),
+                                 LevelShift(reference=60, min_reference=20), Jump(factor=3),
+                                 SpikeRate(factor=3, reference=50, min_reference=10),
+                                 Growth(span=40, warmup=20)])
 def test_same_result_in_one_batch_or_one_value_at_a_time(det):
     rng = np.random.default_rng(1)
     v = 1 + 0.1 * rng.standard_normal(300)
@@ -81,3 +88,50 @@ def test_divergence_fires_on_sustained_rise_not_on_a_single_spike():
     rising[250:] = noisy[250:] * np.exp(np.arange(150) / 30)
     fs = det.update(det.new_state(), steps, rising)[1]
     assert len(fs) == 1 and 250 < fs[0].index < 300
+
+
+def step_times(n=600, seed=5):
+    rng = np.random.default_rng(seed)
+    return 0.01 * np.exp(0.15 * rng.standard_normal(n))
+
+
+def test_levelshift_catches_a_sustained_slowdown_not_a_lone_slow_step():
+    t = step_times()
+    t[200] = 0.2  # a garbage-collector pass
+    det = LevelShift()
+    assert det.update(det.new_state(), np.arange(600), t)[1] == []
+    t[300:] *= 2.5
+    fs = det.update(det.new_state(), np.arange(600), t)[1]
+    assert len(fs) == 1 and 300 <= fs[0].index <= 315 and "2." in fs[0].message
+
+
+def test_spikerate_needs_repeated_stalls():
+    t = step_times()
+    t[250] = 0.3
+    det = SpikeRate()
+    assert det.update(det.new_state(), np.arange(600), t)[1] == []
+    t[[300, 330, 370, 380]] = 0.3
+    fs = det.update(det.new_state(), np.arange(600), t)[1]
+    assert [f.index for f in fs] == [330]  # 250, 300, 330 are within 100 steps
+
+
+def test_jump_flags_a_multiplied_learning_rate_not_a_schedule():
+    lr = 0.1 * 0.5 * (1 + np.cos(np.pi * np.arange(500) / 500))
+    lr[:20] = np.linspace(0.001, 0.1, 20)  # warm-up
+    lr[300:] *= 0.1  # step decay
+    det = Jump()
+    assert det.update(det.new_state(), np.arange(500), lr)[1] == []
+    lr[400:410] *= 100
+    fs = det.update(det.new_state(), np.arange(500), lr)[1]
+    assert [f.index for f in fs] == [400] and "jumped ×98.1 in one step" in fs[0].message
+
+
+def test_growth_flags_a_leak_not_a_flat_series():
+    steps = np.arange(0, 1000, 10)
+    rng = np.random.default_rng(6)
+    rss = 310 + 0.5 * rng.random(len(steps))
+    det = Growth()
+    assert det.update(det.new_state(), steps, rss)[1] == []
+    rss[50:] += 0.2 * (steps[50:] - steps[50])  # 0.2 MB per step from step 500
+    fs = det.update(det.new_state(), steps, rss)[1]
+    assert len(fs) == 1 and 500 < steps[fs[0].index] <= 700 and "leak" in fs[0].message

@@ -1,0 +1,39 @@
+"""Sudden multiplicative jump from one value to the next (e.g. a learning rate ×100)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from telltale.detectors.base import Detector, Finding
+
+
+class Jump(Detector):
+    """Finding when x_t / x_(t-1) > ``factor`` (both positive and finite)."""
+
+    name = "jump"
+
+    def __init__(self, factor: float = 10.0, severity: str = "critical"):
+        self.factor, self.severity = factor, severity
+
+    def new_state(self) -> dict:
+        return {"prev": None}
+
+    def update(self, state, steps, values):
+        prev = state["prev"]
+        scores = np.full(len(values), np.nan)
+        findings = []
+        for i, x in enumerate(values.tolist()):
+            if not math.isfinite(x):
+                continue
+            if prev is not None and prev > 0 and x > 0:
+                r = x / prev
+                scores[i] = r
+                if r > self.factor:
+                    findings.append(Finding(i, self.name, self.severity, r,
+                                            f"jumped ×{r:.3g} in one step ({prev:.4g} → {x:.4g})",
+                                            {"previous": prev}))
+            prev = x
+        state["prev"] = prev
+        return scores, findings

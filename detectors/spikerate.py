@@ -1,0 +1,57 @@
+"""Repeated spikes: several values far above the running median within a span of steps.
+
+A lone slow step (a garbage-collector pass) is normal; three within 100 steps are a
+pattern (data-loader stalls).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from telltale.detectors.base import Detector, Finding
+
+
+class SpikeRate(Detector):
+    """Finding when ``count`` values above ``factor`` × the median of the previous
+    ``reference`` values fall within ``span`` steps; then quiet for ``span`` steps."""
+
+    name = "spikerate"
+
+    def __init__(self, factor: float = 8.0, count: int = 3, span: int = 100,
+                 reference: int = 200, min_reference: int = 50, severity: str = "warning"):
+        self.factor, self.count, self.span = factor, count, span
+        self.reference, self.min_reference, self.severity = reference, min_reference, severity
+
+    def new_state(self) -> dict:
+        return {"buf": [], "spikes": [], "quiet_until": None}
+
+    def update(self, state, steps, values):
+        buf, spikes = state["buf"], state["spikes"]
+        quiet = state["quiet_until"]
+        scores = np.full(len(values), np.nan)
+        findings = []
+        for i, (s, x) in enumerate(zip(steps.tolist(), values.tolist(), strict=True)):
+            if not (x > 0 and math.isfinite(x)):
+                continue
+            if len(buf) >= self.min_reference:
+                med = float(np.median(buf))
+                scores[i] = x / med
+                if x > self.factor * med:
+                    spikes.append(s)
+                    while spikes and spikes[0] <= s - self.span:
+                        spikes.pop(0)
+                    if len(spikes) >= self.count and (quiet is None or s > quiet):
+                        quiet = s + self.span
+                        findings.append(Finding(
+                            i, self.name, self.severity, x / med,
+                            f"{len(spikes)} values above {self.factor:g}× the median "
+                            f"{med:.4g} within {self.span} steps (latest {x:.4g}): "
+                            f"repeated stalls", {"median": med, "spike_steps": list(spikes)}))
+                    continue  # spikes stay out of the reference
+            buf.append(x)
+            if len(buf) > self.reference:
+                del buf[0]
+        state["quiet_until"] = quiet
+        return scores, findings
