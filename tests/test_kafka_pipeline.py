@@ -105,6 +105,7 @@ def test_three_runs_end_to_end(kafka_config, start_worker):
                             if a["run"] == "e2e-spike" and a["step"] == 300], timeout=10,
                    what="the spike alert")
     latency = got[0] - t_log
+    print(f"spike alert latency from log() to the alert topic: {latency * 1000:.0f} ms")
     assert latency < 2.0, f"spike alert took {latency:.2f}s"
     log_until(10**9)
     for mon in mons.values():
