@@ -7,25 +7,37 @@ import numpy as np
 from telltale.detectors.base import Detector, Finding
 
 
-def rolling_mean_std(history: np.ndarray, new: np.ndarray, window: int):
+def rolling_mean_std(history: np.ndarray, new: np.ndarray, window: int, chunk: int = 4096):
     """Mean and population std of the ``window`` values before each entry of ``new``.
 
-    ``history`` holds the values seen before ``new`` (finite only). Returns arrays of
-    len(new) plus the number of values each statistic rests on.
+    ``history`` holds the values seen before ``new`` (finite only; all of them while fewer
+    than ``window``). Causal: an entry's statistics use earlier values only, computed the
+    same way whatever the batching. Returns mean, std and the count each rests on.
     """
     c = np.concatenate((history, new))
-    h = len(history)
-    ref = np.median(c) if len(c) else 0.0  # centre to keep the sums well conditioned
-    d = c - ref
-    s1 = np.concatenate(([0.0], np.cumsum(d)))
-    s2 = np.concatenate(([0.0], np.cumsum(d * d)))
-    end = np.arange(h, h + len(new))  # window is c[start:end]
-    start = np.maximum(end - window, 0)
-    n = end - start
-    safe = np.maximum(n, 1)
-    m = (s1[end] - s1[start]) / safe
-    var = np.maximum((s2[end] - s2[start]) / safe - m * m, 0.0)
-    return m + ref, np.sqrt(var), n
+    h, k = len(history), len(new)
+    end = np.arange(h, h + k)  # the window of new[j] is c[max(end - window, 0):end]
+    n = np.minimum(end, window)
+    mean = np.zeros(k)
+    var = np.zeros(k)
+    short = end < window
+    if short.any():  # a growing prefix since the series began: prefix sums around c[0]
+        d = c - c[0]
+        s1 = np.concatenate(([0.0], np.cumsum(d)))
+        s2 = np.concatenate(([0.0], np.cumsum(d * d)))
+        e, cnt = end[short], np.maximum(n[short], 1)
+        m = s1[e] / cnt
+        mean[short] = m + c[0]
+        var[short] = np.maximum(s2[e] / cnt - m * m, 0.0)
+    full = np.flatnonzero(~short)
+    if len(full):  # full windows: two-pass statistics over a sliding view, in chunks
+        views = np.lib.stride_tricks.sliding_window_view(c, window)
+        for i in range(0, len(full), chunk):
+            idx = full[i:i + chunk]
+            w = views[end[idx] - window]
+            mean[idx] = w.mean(axis=1)
+            var[idx] = w.var(axis=1)
+    return mean, np.sqrt(var), n
 
 
 class RollingZScore(Detector):

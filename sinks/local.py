@@ -27,8 +27,7 @@ class LocalStore:
 
     def write_points(self, points: list[Point]) -> None:
         for p in points:
-            self._file(p.measurement).write(json.dumps(p.to_dict(), separators=(",", ":")))
-            self._file(p.measurement).write("\n")
+            self._file(p.measurement).write(json.dumps(p.to_dict(), separators=(",", ":")) + "\n")
             self.counts[p.measurement] += 1
 
     def write_alerts(self, alerts: list[dict]) -> None:

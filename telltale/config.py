@@ -6,7 +6,7 @@ No ``TELLTALE_KAFKA`` means the embedded default: one process, in-memory bus, lo
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 DEFAULT_WINDOWS = ("step:100", "step:100/50", "time:60s")
 
@@ -34,7 +34,6 @@ class Config:
     pipelines_file: str | None = None
     web_port: int = 6066
     log_level: str = "warning"
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def metrics_topic(self) -> str:
@@ -77,7 +76,7 @@ class Config:
 
     def redacted(self) -> dict:
         """Settings safe to print (no secrets)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         if d["influx_token"]:
             d["influx_token"] = "***"
         return d

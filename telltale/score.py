@@ -15,14 +15,13 @@ from telltale.detectors import RollingZScore
 _SQRT2 = math.sqrt(2.0)
 
 
+_erf = np.vectorize(math.erf, otypes=[float])
+
+
 def z_to_unit(z: np.ndarray) -> np.ndarray:
     """|z| -> probability mass of a normal within ±|z| (0 at the mean, → 1 far out)."""
-    from math import erf
-
-    out = np.zeros(len(z))
-    for i, v in enumerate(np.abs(z).tolist()):
-        out[i] = erf(v / _SQRT2) if v == v else 0.0
-    return out
+    z = np.nan_to_num(np.abs(np.asarray(z, float)), nan=0.0)
+    return _erf(z / _SQRT2) if len(z) else z
 
 
 def score_values(values: np.ndarray, window: int = 400) -> np.ndarray:
