@@ -53,29 +53,6 @@ def ensure_database(cfg: Config) -> None:
                               "(scripts/services.sh start)") from None
 
 
-class InfluxSink:
-    """Synchronous batched writer (used by the embedded runner and tools)."""
-
-    def __init__(self, cfg: Config, batch: int = 5000):
-        from influxdb_client import InfluxDBClient
-        from influxdb_client.client.write_api import SYNCHRONOUS
-
-        self.cfg, self.batch = cfg, batch
-        self.client = InfluxDBClient(url=cfg.influx_url, token=cfg.influx_token,
-                                     org=cfg.influx_org, timeout=30_000)
-        self.write_api = self.client.write_api(write_options=SYNCHRONOUS)
-        self.written = 0
-
-    def write_points(self, points: list[Point]) -> None:
-        lines = [to_line(p) for p in points]
-        for i in range(0, len(lines), self.batch):
-            self.write_api.write(bucket=self.cfg.influx_bucket, record=lines[i:i + self.batch])
-        self.written += len(lines)
-
-    def close(self) -> None:
-        self.client.close()
-
-
 class AsyncInfluxSink:
     """Asynchronous writer for the Faust worker (influxdb-client's aiohttp client)."""
 

@@ -54,10 +54,11 @@ def build_app(cfg: Config) -> faust.App:
     pending: list = []
     seen_runs: dict[str, int] = {}  # run -> events this worker processed (for ops and tests)
 
-    dropped = [0]
+    dropped = 0  # points given up on while InfluxDB was unreachable
 
     async def flush_points() -> None:
         """Write what is pending; on failure keep it (bounded) and try again next time."""
+        nonlocal dropped
         if sink is None or not pending:
             return
         batch = pending[:]
@@ -69,9 +70,9 @@ def build_app(cfg: Config) -> faust.App:
             over = len(pending) - MAX_PENDING_POINTS
             if over > 0:
                 del pending[:over]
-                dropped[0] += over
+                dropped += over
             log.warning("InfluxDB write failed (%s); %d points waiting, %d dropped so far",
-                        exc, len(pending), dropped[0])
+                        exc, len(pending), dropped)
 
     async def dead_letter(key, rejected: Rejected) -> None:
         log.warning("dead-lettered input: %s", rejected.reason)
@@ -124,8 +125,6 @@ def build_app(cfg: Config) -> faust.App:
     @app.task
     async def on_started():
         logging.getLogger().setLevel(cfg.log_level.upper())  # faust leaves root at DEBUG
-        if sink is not None:
-            ensure_database(cfg)
         log.warning("telltale worker consuming %s (%d partitions)", cfg.metrics_topic,
                     cfg.partitions)
 

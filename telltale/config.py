@@ -73,10 +73,3 @@ class Config:
         )
         names = {f.name for f in fields(cls)}
         return replace(cfg, **{k: v for k, v in overrides.items() if k in names and v is not None})
-
-    def redacted(self) -> dict:
-        """Settings safe to print (no secrets)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        if d["influx_token"]:
-            d["influx_token"] = "***"
-        return d
