@@ -24,6 +24,10 @@ class Finding:
     score: float
     message: str
     stats: dict = field(default_factory=dict)
+    explanation: str = ""  # what, where, how far from normal (filled in by default if empty)
+    cause: str = ""  # likely cause, when the rule knows one
+    action: str = ""  # suggested next step
+    contributors: list = field(default_factory=list)  # metrics behind a multivariate finding
 
 
 class Detector(ABC):

@@ -14,13 +14,26 @@ from math import isfinite
 import numpy as np
 
 from telltale.config import Config
-from telltale.detectors import Pipelines, WindowResult, WindowSpec, WindowStats
+from telltale.detectors import Finding, Pipelines, WindowResult, WindowSpec, WindowStats
 from telltale.detectors.pipelines import default_pipelines
 from telltale.records import ALERT_SCHEMA, Point, alert_id, to_ns
 from telltale.schema import Event
 
 STATE_VERSION = 1
 EXTRA_TAGS = ("host", "model", "node")  # event tags copied onto points (bounded set)
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A detector finding placed in its run: the input of the alert stage."""
+
+    metric: str
+    rank: str
+    kind: str
+    step: int
+    ts: float
+    value: float
+    finding: Finding
 
 
 @dataclass
@@ -107,12 +120,15 @@ class RunProcessor:
             if bad:
                 fields["nonfinite"] = bad
             pts.append(Point("metrics", tags, fields, to_ns(ev.ts)))
+        candidates: list[Candidate] = []
         for key, (steps, ts, vals, kind) in groups.items():
             ser = state["series"].get(key)
             if ser is None:
                 ser = state["series"][key] = self._new_series(key, kind)
             self._update_series(run, key, ser, np.asarray(steps, dtype=np.int64),
-                                np.asarray(ts, dtype=float), np.asarray(vals, dtype=float), out)
+                                np.asarray(ts, dtype=float), np.asarray(vals, dtype=float),
+                                out, candidates)
+        self._emit_alerts(state, candidates, out)
         return out
 
     def _new_series(self, key: str, kind: str) -> dict:
@@ -121,7 +137,8 @@ class RunProcessor:
                 "w": {ws.spec.label: ws.new_state() for ws in self.windows},
                 "d": {d.name: d.new_state() for d in self.pipelines.for_metric(metric)}}
 
-    def _update_series(self, run, key, ser, steps, ts, vals, out: Output) -> None:
+    def _update_series(self, run, key, ser, steps, ts, vals, out: Output,
+                       candidates: list[Candidate]) -> None:
         metric, rank = key.rsplit("|", 1)
         for ws in self.windows:
             closed = ws.update(ser["w"][ws.spec.label], steps, ts, vals)
@@ -132,26 +149,32 @@ class RunProcessor:
             scores[det.name] = sc
             for f in findings:
                 i = f.index
-                aid = alert_id(run, metric, rank, f.detector, int(steps[i]))
-                value = float(vals[i])
-                alert = {
-                    "schema": ALERT_SCHEMA, "id": aid, "run": run, "metric": metric,
-                    "rank": rank, "kind": ser["kind"], "step": int(steps[i]),
-                    "ts": float(ts[i]), "detector": f.detector, "severity": f.severity,
-                    "value": value if np.isfinite(value) else str(value),
-                    "score": _sig(f.score), "message": f"{metric} {f.message}",
-                    "stats": {k: _sig(v) for k, v in f.stats.items()},
-                }
-                out.alerts.append(alert)
-                out.points.append(Point(
-                    "alerts",
-                    {"run": run, "metric": metric, "rank": rank, "detector": f.detector,
-                     "severity": f.severity},
-                    {"id": aid, "step": int(steps[i]), "score": float(f.score),
-                     "message": alert["message"]},
-                    to_ns(float(ts[i]))))
+                candidates.append(Candidate(metric, rank, ser["kind"], int(steps[i]),
+                                            float(ts[i]), float(vals[i]), f))
         if scores:
             self._score_points(run, metric, rank, ser["kind"], steps, ts, scores, out)
+
+    def _emit_alerts(self, state: dict, candidates: list[Candidate], out: Output) -> None:
+        """Turn the batch's findings (in series order) into alert records and points."""
+        run = state["run"]
+        for c in candidates:
+            f = c.finding
+            aid = alert_id(run, c.metric, c.rank, f.detector, c.step)
+            alert = {
+                "schema": ALERT_SCHEMA, "id": aid, "run": run, "metric": c.metric,
+                "rank": c.rank, "kind": c.kind, "step": c.step, "ts": c.ts,
+                "detector": f.detector, "severity": f.severity,
+                "value": c.value if isfinite(c.value) else str(c.value),
+                "score": _sig(f.score), "message": f"{c.metric} {f.message}",
+                "stats": {k: _sig(v) for k, v in f.stats.items()},
+            }
+            out.alerts.append(alert)
+            out.points.append(Point(
+                "alerts",
+                {"run": run, "metric": c.metric, "rank": c.rank, "detector": f.detector,
+                 "severity": f.severity},
+                {"id": aid, "step": c.step, "score": float(f.score), "message": alert["message"]},
+                to_ns(c.ts)))
 
     @staticmethod
     def _score_points(run, metric, rank, kind, steps, ts, scores, out: Output) -> None:
