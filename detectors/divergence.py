@@ -12,34 +12,39 @@ from telltale.detectors.base import Detector, Finding
 class Divergence(Detector):
     """EWMA level more than ``ratio`` × its best level for ``patience`` values in a row.
 
-    Re-arms once the level falls back below the halfway mark. Non-finite values are
-    left to :class:`NonFinite`.
+    The best level is the minimum of a slower EWMA (``alpha`` × ``best_slowdown``), so a
+    lucky dip of a noisy loss does not become the reference. Re-arms once the level falls
+    back below the halfway mark. Non-finite values are left to :class:`NonFinite`.
     """
 
     name = "divergence"
 
     def __init__(self, alpha: float = 0.1, ratio: float = 2.0, patience: int = 10,
-                 min_periods: int = 20, severity: str = "critical"):
+                 min_periods: int = 20, best_slowdown: float = 0.2, severity: str = "critical"):
         self.alpha, self.ratio, self.patience = alpha, ratio, patience
+        self.slow_alpha = alpha * best_slowdown
         self.min_periods, self.severity = min_periods, severity
 
     def new_state(self) -> dict:
-        return {"level": None, "best": None, "n": 0, "above": 0, "active": False}
+        return {"level": None, "slow": None, "best": None, "n": 0, "above": 0,
+                "active": False}
 
     def update(self, state, steps, values):
         a = self.alpha
         scores = np.full(len(values), np.nan)
         findings = []
-        level, best, n = state["level"], state["best"], state["n"]
+        level, slow, best, n = state["level"], state.get("slow"), state["best"], state["n"]
+        sa = self.slow_alpha
         above, active = state["above"], state["active"]
         for i, x in enumerate(values.tolist()):
             if not math.isfinite(x):
                 continue
             level = x if level is None else level + a * (x - level)
+            slow = x if slow is None else slow + sa * (x - slow)
             n += 1
             if n < self.min_periods:
                 continue
-            best = level if best is None else min(best, level)
+            best = slow if best is None else min(best, slow)
             scale = abs(best) + 1e-12
             excess = (level - best) / scale
             scores[i] = excess
@@ -56,5 +61,5 @@ class Divergence(Detector):
                 above = 0
                 if active and excess < (self.ratio - 1) / 2:
                     active = False
-        state.update(level=level, best=best, n=n, above=above, active=active)
+        state.update(level=level, slow=slow, best=best, n=n, above=above, active=active)
         return scores, findings

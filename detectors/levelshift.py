@@ -15,14 +15,18 @@ from telltale.detectors.base import Detector, Finding
 
 class LevelShift(Detector):
     """Finding when median(last ``recent``) / median(``reference`` before them) leaves
-    [1/``factor``, ``factor``]; re-arms when the ratio is back within √factor."""
+    [1/``factor``, ``factor``] (only upwards or downwards with ``direction``); re-arms when
+    the ratio is back within √factor."""
 
     name = "levelshift"
 
     def __init__(self, recent: int = 15, reference: int = 200, min_reference: int = 50,
-                 factor: float = 1.8, severity: str = "warning"):
+                 factor: float = 1.8, direction: str = "both", severity: str = "warning"):
+        if direction not in ("up", "down", "both"):
+            raise ValueError(f"direction must be up, down or both, not {direction!r}")
         self.recent, self.reference, self.min_reference = recent, reference, min_reference
         self.factor, self.severity = factor, severity
+        self.sign = {"up": 1.0, "down": -1.0, "both": 0.0}[direction]
 
     def new_state(self) -> dict:
         return {"buf": [], "active": False}
@@ -46,7 +50,7 @@ class LevelShift(Detector):
             cur = float(np.median(buf[-self.recent:]))
             r = math.log(cur / ref)
             scores[i] = r
-            if not active and abs(r) > lim:
+            if not active and (self.sign * r if self.sign else abs(r)) > lim:
                 active = True
                 findings.append(Finding(
                     i, self.name, self.severity, r,

@@ -26,11 +26,15 @@ REGISTRY: dict[str, type[Detector]] = {
 
 _NF = ("nonfinite", {})
 _LOGZ = ("zscore", {"log": True, "threshold": 8.0})
-_TIMING = [_NF, ("levelshift", {}), ("spikerate", {})]
+# timing: only slower is a fault (a speed-up is good news); throughput: only lower
+_TIMING = [_NF, ("levelshift", {"direction": "up"}), ("spikerate", {})]
+_RATE = [_NF, ("levelshift", {"direction": "down"})]
 
 DEFAULT_PIPELINES: list[tuple[str, list[tuple[str, dict]]]] = [
-    # loss-like: broken values, upward spikes, sustained rise
-    ("*loss*", [_NF, ("zscore", {"direction": "up", "threshold": 6.0}), ("divergence", {})]),
+    # loss-like: broken values, upward spikes (log scale: batch losses are multiplicative
+    # and heavy-tailed near convergence), sustained rise
+    ("*loss*", [_NF, ("zscore", {"direction": "up", "threshold": 6.0, "log": True}),
+                ("divergence", {})]),
     # learning rate: schedules move it smoothly; a ×10 jump in one step is a fault
     ("lr", [_NF, ("jump", {})]),
     ("*learning_rate*", [_NF, ("jump", {})]),
@@ -43,8 +47,8 @@ DEFAULT_PIPELINES: list[tuple[str, list[tuple[str, dict]]]] = [
     ("*step_time*", _TIMING),
     ("*latency*", _TIMING),
     ("*duration*", _TIMING),
-    ("*per_s*", [_NF, ("levelshift", {})]),
-    ("*throughput*", [_NF, ("levelshift", {})]),
+    ("*per_s*", _RATE),
+    ("*throughput*", _RATE),
     # memory: steady growth
     ("*rss*", [_NF, ("growth", {})]),
     ("*mem*", [_NF, ("growth", {})]),

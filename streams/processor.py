@@ -16,6 +16,7 @@ import numpy as np
 from telltale.config import Config
 from telltale.detectors import Finding, Pipelines, WindowResult, WindowSpec, WindowStats
 from telltale.detectors.pipelines import default_pipelines
+from telltale.detectors.runrules import SeriesBatch, default_rules
 from telltale.records import ALERT_SCHEMA, Point, alert_id, to_ns
 from telltale.schema import Event
 
@@ -56,6 +57,7 @@ class RunProcessor:
             pipelines = (Pipelines.from_file(config.pipelines_file)
                          if config.pipelines_file else default_pipelines())
         self.pipelines = pipelines
+        self.rules = default_rules()
 
     def new_state(self, run: str) -> dict:
         return {"v": STATE_VERSION, "run": run, "series": {}, "events": 0, "ended": False}
@@ -95,9 +97,9 @@ class RunProcessor:
         run = state["run"]
         state["events"] += len(events)
         state["ended"] = False
-        groups: dict[str, tuple[list, list, list, str]] = {}
+        groups: dict[str, tuple[list, list, list, str, list]] = {}
         pts = out.points
-        for ev in events:
+        for seq, ev in enumerate(events):
             tags = {"run": run, "kind": ev.kind, "rank": ev.rank}
             for t in EXTRA_TAGS:
                 if t in ev.tags:
@@ -112,24 +114,55 @@ class RunProcessor:
                 key = f"{name}|{ev.rank}"
                 g = groups.get(key)
                 if g is None:
-                    g = groups[key] = ([], [], [], ev.kind)
+                    g = groups[key] = ([], [], [], ev.kind, [])
                 g[0].append(ev.step)
                 g[1].append(ev.ts)
                 g[2].append(v)
+                g[4].append(seq)
             fields["step"] = ev.step
             if bad:
                 fields["nonfinite"] = bad
             pts.append(Point("metrics", tags, fields, to_ns(ev.ts)))
         candidates: list[Candidate] = []
-        for key, (steps, ts, vals, kind) in groups.items():
+        batch: dict[str, SeriesBatch] = {}
+        for key, (steps, ts, vals, kind, seqs) in groups.items():
             ser = state["series"].get(key)
             if ser is None:
                 ser = state["series"][key] = self._new_series(key, kind)
-            self._update_series(run, key, ser, np.asarray(steps, dtype=np.int64),
-                                np.asarray(ts, dtype=float), np.asarray(vals, dtype=float),
-                                out, candidates)
+            metric, rank = key.rsplit("|", 1)
+            sb = batch[key] = SeriesBatch(metric, rank, ser["kind"],
+                                          np.asarray(steps, dtype=np.int64),
+                                          np.asarray(ts, dtype=float),
+                                          np.asarray(vals, dtype=float),
+                                          np.asarray(seqs, dtype=np.int64))
+            self._update_series(run, key, ser, sb.steps, sb.ts, sb.values, out, candidates)
+        rstate = state.setdefault("rules", {})
+        for rule in self.rules:
+            for rf in rule.update(rstate.setdefault(rule.name, rule.new_state()), batch):
+                kind = state["series"][f"{rf.metric}|{rf.rank}"]["kind"]
+                candidates.append(Candidate(rf.metric, rf.rank, kind, rf.step, rf.ts, rf.value,
+                                            rf.finding))
+        candidates = self._group_nonfinite(state, candidates)
         self._emit_alerts(state, candidates, out)
         return out
+
+    @staticmethod
+    def _group_nonfinite(state: dict, candidates: list[Candidate],
+                         quiet_steps: int = 1000) -> list[Candidate]:
+        """Once a run has gone non-finite, later non-finite findings on its other metrics are
+        the same incident: keep the first, fold the rest into it."""
+        nf = state.get("nonfinite")
+        kept = [c for c in candidates if c.finding.detector != "nonfinite"]
+        for c in sorted((c for c in candidates if c.finding.detector == "nonfinite"),
+                        key=lambda c: c.step):  # stable: event order within a step
+            if nf is not None and c.step - nf["last"] <= quiet_steps:
+                nf["last"] = max(nf["last"], c.step)
+                if c.metric not in nf["metrics"] and len(nf["metrics"]) < 64:
+                    nf["metrics"].append(c.metric)
+                continue
+            nf = state["nonfinite"] = {"first": c.step, "last": c.step, "metrics": [c.metric]}
+            kept.append(c)
+        return kept
 
     def _new_series(self, key: str, kind: str) -> dict:
         metric = key.rsplit("|", 1)[0]

@@ -87,7 +87,7 @@ def test_divergence_fires_on_sustained_rise_not_on_a_single_spike():
     rising = noisy.copy()
     rising[250:] = noisy[250:] * np.exp(np.arange(150) / 30)
     fs = det.update(det.new_state(), steps, rising)[1]
-    assert len(fs) == 1 and 250 < fs[0].index < 300
+    assert len(fs) == 1 and 250 < fs[0].index < 320
 
 
 def step_times(n=600, seed=5):

@@ -1,0 +1,212 @@
+"""Run-level rules: detectors that look across a run's series (metrics and ranks).
+
+Same contract as :class:`~telltale.detectors.base.Detector`, one level up: hyper-parameters
+in the constructor, everything learned in a JSON-serializable ``state``; ``update`` sees one
+batch of a run (every series that got values, with each value's position ``seq`` in the
+batch so rules can interleave series in event order) and returns findings placed on one
+series. Results do not depend on how the run's events were batched.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from telltale.detectors.base import Finding
+
+
+@dataclass(slots=True)
+class SeriesBatch:
+    """One series' values in a batch: aligned arrays, in event order."""
+
+    metric: str
+    rank: str
+    kind: str
+    steps: np.ndarray
+    ts: np.ndarray
+    values: np.ndarray
+    seq: np.ndarray  # position of each value's event in the batch
+
+
+@dataclass(slots=True)
+class RuleFinding:
+    """A finding placed on one series, at one of its steps."""
+
+    metric: str
+    rank: str
+    step: int
+    ts: float
+    value: float
+    finding: Finding
+
+
+class RunRule(ABC):
+    name: str = ""
+
+    def new_state(self) -> dict:
+        return {}
+
+    @abstractmethod
+    def update(self, state: dict, batch: dict[str, SeriesBatch]) -> list[RuleFinding]:
+        """Learn one batch of a run (``batch`` is keyed ``"metric|rank"``); mutates state."""
+
+
+def _merge(series: list[SeriesBatch]) -> list[tuple[int, int, float, float, SeriesBatch]]:
+    """(seq, step, value, ts, series) of several series, in event order."""
+    rows = []
+    for s in series:
+        for q, st, v, t in zip(s.seq.tolist(), s.steps.tolist(), s.values.tolist(),
+                               s.ts.tolist(), strict=True):
+            rows.append((q, st, v, t, s))
+    rows.sort(key=lambda r: r[0])
+    return rows
+
+
+class Overfit(RunRule):
+    """Validation loss rose well above its best for ``patience`` evaluations in a row while
+    the training loss kept falling (its EWMA at most ``train_drop`` × its value when the
+    validation loss was best)."""
+
+    name = "overfit"
+
+    def __init__(self, val_patterns=("val*loss", "eval*loss", "validation*loss"),
+                 train_patterns=("loss", "train*loss"), rel: float = 0.25, abs_: float = 0.02,
+                 patience: int = 3, train_drop: float = 0.5, alpha: float = 0.1,
+                 severity: str = "warning"):
+        self.val_patterns, self.train_patterns = val_patterns, train_patterns
+        self.rel, self.abs_, self.patience = rel, abs_, patience
+        self.train_drop, self.alpha, self.severity = train_drop, alpha, severity
+
+    def new_state(self) -> dict:
+        return {"ema": None, "best": None, "best_step": None, "best_train": None,
+                "streak": 0, "active": False}
+
+    def update(self, state, batch):
+        val = [s for s in batch.values() if _match(s.metric, self.val_patterns)]
+        train = [s for s in batch.values()
+                 if s.kind == "train" and _match(s.metric, self.train_patterns)]
+        if not val and not train:
+            return []
+        out = []
+        a = self.alpha
+        is_train = {id(t) for t in train}
+        for _q, step, x, ts, s in _merge(val + train):
+            if not math.isfinite(x):
+                continue
+            if id(s) in is_train:
+                ema = state["ema"]
+                state["ema"] = x if ema is None else ema + a * (x - ema)
+                continue
+            ema, best = state["ema"], state["best"]
+            if best is None or x < best:
+                state.update(best=x, best_step=step, best_train=ema, streak=0)
+                continue
+            bound = (1 + self.rel) * best + self.abs_
+            falling = (ema is not None and state["best_train"] is not None
+                       and ema <= self.train_drop * state["best_train"])
+            if x > bound and falling:
+                state["streak"] += 1
+                if state["streak"] >= self.patience and not state["active"]:
+                    state["active"] = True
+                    rise = (x - best) / max(abs(best), 1e-12)
+                    out.append(RuleFinding(s.metric, s.rank, step, ts, x, Finding(
+                        0, self.name, self.severity, min(1.0, rise / (1 + rise)),
+                        f"{x:.4g} has stayed above {bound:.4g} (best {best:.4g} at step "
+                        f"{state['best_step']}) for {state['streak']} evaluations while the "
+                        f"training loss fell to {ema:.4g} (from {state['best_train']:.4g}): "
+                        "overfitting", {"best": best, "best_step": state["best_step"],
+                                        "train_loss": ema, "train_loss_at_best":
+                                        state["best_train"]},
+                        cause="the model is memorising the training data "
+                              "(validation loss rising while training loss falls)",
+                        action="consider early stopping at the best checkpoint, more data or "
+                               "augmentation, or stronger regularisation",
+                        contributors=[s.metric, *sorted({t.metric for t in train})])))
+            else:
+                state["streak"] = 0
+                if x <= bound:
+                    state["active"] = False
+        return out
+
+
+class Straggler(RunRule):
+    """One rank's step time above ``ratio`` × the median of its peers for ``patience``
+    steps in a row (runs with at least ``min_ranks`` ranks)."""
+
+    name = "straggler"
+
+    def __init__(self, patterns=("*step_time*",), ratio: float = 1.5, patience: int = 5,
+                 min_ranks: int = 3, max_pending: int = 16, severity: str = "warning"):
+        self.patterns, self.ratio, self.patience = patterns, ratio, patience
+        self.min_ranks, self.max_pending, self.severity = min_ranks, max_pending, severity
+
+    def new_state(self) -> dict:
+        # per metric: known ranks, steps waiting for all ranks, per-rank streaks
+        return {"m": {}}
+
+    def update(self, state, batch):
+        out = []
+        by_metric: dict[str, list[SeriesBatch]] = {}
+        for s in batch.values():
+            if _match(s.metric, self.patterns):
+                by_metric.setdefault(s.metric, []).append(s)
+        for metric, series in sorted(by_metric.items()):
+            st = state["m"].setdefault(metric, {"ranks": [], "pending": {}, "streak": {},
+                                                "active": {}})
+            for _q, step, x, ts, s in _merge(series):
+                if s.rank not in st["ranks"]:
+                    st["ranks"].append(s.rank)
+                if not (math.isfinite(x) and x > 0):
+                    continue
+                st["pending"].setdefault(str(step), {})[s.rank] = [x, ts]
+                self._drain(st, metric, out)
+        return out
+
+    def _drain(self, st, metric, out) -> None:
+        pending = st["pending"]
+        n = len(st["ranks"])
+        for key in sorted(pending, key=int):
+            vals = pending[key]
+            if len(vals) < n and len(pending) <= self.max_pending:
+                break  # wait for the other ranks of this step
+            del pending[key]
+            if len(vals) < self.min_ranks:
+                continue
+            step = int(key)
+            for rank, (x, ts) in vals.items():
+                peers = [v for r, (v, _) in vals.items() if r != rank]
+                med = float(np.median(peers))
+                r = x / med if med > 0 else math.inf
+                if r > self.ratio:
+                    st["streak"][rank] = st["streak"].get(rank, 0) + 1
+                else:
+                    st["streak"][rank] = 0
+                    if r < (1 + self.ratio) / 2:
+                        st["active"].pop(rank, None)
+                if st["streak"][rank] >= self.patience and not st["active"].get(rank):
+                    st["active"][rank] = True
+                    out.append(RuleFinding(metric, rank, step, ts, x, Finding(
+                        0, self.name, self.severity, min(1.0, (r - 1) / r),
+                        f"of rank {rank} is {r:.2f}× the median of its {len(peers)} peers "
+                        f"({x:.4g} vs {med:.4g}) for {st['streak'][rank]} steps: straggler",
+                        {"ratio": r, "peer_median": med, "ranks": len(vals)},
+                        cause=f"rank {rank} is slower than the others (its host or device, "
+                              "data loading or a noisy neighbour); every rank waits for it",
+                        action=f"check the host of rank {rank}: CPU/GPU load, throttling, "
+                               "I/O and data-loader workers")))
+
+
+def _match(name: str, patterns) -> bool:
+    n = name.lower()
+    return any(fnmatch.fnmatchcase(n, p) for p in patterns)
+
+
+RULES: dict[str, type[RunRule]] = {r.name: r for r in (Overfit, Straggler)}
+
+
+def default_rules() -> list[RunRule]:
+    return [Overfit(), Straggler()]
