@@ -16,7 +16,7 @@ import numpy as np
 from telltale.config import Config
 from telltale.detectors import Finding, Pipelines, WindowResult, WindowSpec, WindowStats
 from telltale.detectors.pipelines import default_pipelines
-from telltale.detectors.runrules import SeriesBatch, default_rules
+from telltale.detectors.runrules import SeriesBatch
 from telltale.records import ALERT_SCHEMA, Point, alert_id, to_ns
 from telltale.schema import Event
 
@@ -57,7 +57,7 @@ class RunProcessor:
             pipelines = (Pipelines.from_file(config.pipelines_file)
                          if config.pipelines_file else default_pipelines())
         self.pipelines = pipelines
-        self.rules = default_rules()
+        self.rules = pipelines.run_rules()
 
     def new_state(self, run: str) -> dict:
         return {"v": STATE_VERSION, "run": run, "series": {}, "events": 0, "ended": False}

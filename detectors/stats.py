@@ -1,0 +1,177 @@
+"""Classical streaming statistics: robust z (median/MAD), EWMA z, Page-Hinkley change points."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from telltale.detectors.base import Detector, Finding
+
+_MAD_TO_STD = 1.4826  # MAD of a normal distribution × this = its std
+
+
+def _hit(z: float, threshold: float, direction: str) -> bool:
+    if direction == "up":
+        return z >= threshold
+    if direction == "down":
+        return z <= -threshold
+    return abs(z) >= threshold
+
+
+class RobustZ(Detector):
+    """z = (x - median) / (1.4826 · MAD) over the previous ``window`` finite values.
+
+    Outliers in the window move neither statistic, so one spike does not hide the next.
+    """
+
+    name = "robustz"
+
+    def __init__(self, window: int = 200, min_periods: int = 30, threshold: float = 8.0,
+                 direction: str = "both", rel_floor: float = 1e-3, cooldown: int = 50,
+                 severity: str = "warning"):
+        self.window, self.min_periods, self.threshold = window, min_periods, threshold
+        self.direction, self.rel_floor, self.cooldown = direction, rel_floor, cooldown
+        self.severity = severity
+
+    def new_state(self) -> dict:
+        return {"buf": [], "last_alert": None}
+
+    def update(self, state, steps, values):
+        buf, last = state["buf"], state["last_alert"]
+        scores = np.full(len(values), np.nan)
+        findings = []
+        for i, x in enumerate(values.tolist()):
+            if not math.isfinite(x):
+                continue
+            if len(buf) >= self.min_periods:
+                arr = np.asarray(buf)
+                med = float(np.median(arr))
+                scale = _MAD_TO_STD * float(np.median(np.abs(arr - med)))
+                scale = max(scale, self.rel_floor * abs(med) + 1e-12)
+                z = (x - med) / scale
+                scores[i] = z
+                step = int(steps[i])
+                if _hit(z, self.threshold, self.direction) and (
+                        last is None or step - last > self.cooldown):
+                    last = step
+                    findings.append(Finding(
+                        i, self.name, self.severity, z,
+                        f"{x:.6g} is {z:+.1f} robust σ from its {len(buf)}-value median "
+                        f"{med:.6g} (MAD-based σ {scale:.3g})",
+                        {"median": med, "scale": scale, "n": len(buf)}))
+            buf.append(x)
+            if len(buf) > self.window:
+                del buf[0]
+        state["last_alert"] = last
+        return scores, findings
+
+
+class EWMAZ(Detector):
+    """z of each value against an exponentially weighted mean and variance (``alpha``)."""
+
+    name = "ewma"
+
+    def __init__(self, alpha: float = 0.05, min_periods: int = 30, threshold: float = 6.0,
+                 direction: str = "both", rel_floor: float = 1e-3, cooldown: int = 50,
+                 severity: str = "warning"):
+        self.alpha, self.min_periods, self.threshold = alpha, min_periods, threshold
+        self.direction, self.rel_floor, self.cooldown = direction, rel_floor, cooldown
+        self.severity = severity
+
+    def new_state(self) -> dict:
+        return {"mean": None, "var": 0.0, "n": 0, "last_alert": None}
+
+    def update(self, state, steps, values):
+        a = self.alpha
+        mean, var, n, last = state["mean"], state["var"], state["n"], state["last_alert"]
+        scores = np.full(len(values), np.nan)
+        findings = []
+        for i, x in enumerate(values.tolist()):
+            if not math.isfinite(x):
+                continue
+            if mean is None:
+                mean, n = x, 1
+                continue
+            sd = max(math.sqrt(var), self.rel_floor * abs(mean) + 1e-12)
+            z = (x - mean) / sd
+            if n >= self.min_periods:
+                scores[i] = z
+                step = int(steps[i])
+                if _hit(z, self.threshold, self.direction) and (
+                        last is None or step - last > self.cooldown):
+                    last = step
+                    findings.append(Finding(
+                        i, self.name, self.severity, z,
+                        f"{x:.6g} is {z:+.1f}σ from its exponentially weighted mean "
+                        f"{mean:.6g} ± {sd:.3g}", {"mean": mean, "std": sd}))
+            d = x - mean  # West's incremental EW mean/variance
+            mean += a * d
+            var = (1 - a) * (var + a * d * d)
+            n += 1
+        state.update(mean=mean, var=var, n=n, last_alert=last)
+        return scores, findings
+
+
+class PageHinkley(Detector):
+    """Page-Hinkley test for a shift of the mean, both directions.
+
+    The cumulative deviation from the running mean (minus a tolerance ``delta`` × σ)
+    is compared with its extreme so far; a gap above ``threshold`` × σ is a change point,
+    after which the test restarts on the new level. σ comes from the first ``warmup``
+    values (a robust estimate), so the test is scale-free.
+    """
+
+    name = "pagehinkley"
+
+    def __init__(self, delta: float = 0.5, threshold: float = 25.0, warmup: int = 50,
+                 direction: str = "both", severity: str = "warning"):
+        self.delta, self.threshold, self.warmup = delta, threshold, warmup
+        self.direction, self.severity = direction, severity
+
+    def new_state(self) -> dict:
+        return {"warm": [], "sigma": None, "n": 0, "mean": 0.0,
+                "up": 0.0, "up_min": 0.0, "down": 0.0, "down_max": 0.0}
+
+    def update(self, state, steps, values):
+        scores = np.full(len(values), np.nan)
+        findings = []
+        s = state
+        for i, x in enumerate(values.tolist()):
+            if not math.isfinite(x):
+                continue
+            if s["sigma"] is None:
+                s["warm"].append(x)
+                if len(s["warm"]) >= self.warmup:
+                    w = np.asarray(s["warm"])
+                    med = float(np.median(w))
+                    sig = _MAD_TO_STD * float(np.median(np.abs(w - med)))
+                    s["sigma"] = max(sig, float(np.std(w)) * 0.1, 1e-3 * abs(med) + 1e-12)
+                    s["warm"] = []
+                    self._restart(s, med)
+                continue
+            sig = s["sigma"]
+            s["n"] += 1
+            s["mean"] += (x - s["mean"]) / s["n"]
+            s["up"] += (x - s["mean"]) / sig - self.delta
+            s["up_min"] = min(s["up_min"], s["up"])
+            s["down"] += (x - s["mean"]) / sig + self.delta
+            s["down_max"] = max(s["down_max"], s["down"])
+            g_up, g_down = s["up"] - s["up_min"], s["down_max"] - s["down"]
+            score = g_up if g_up >= g_down else -g_down
+            scores[i] = score
+            up_hit = g_up > self.threshold and self.direction in ("up", "both")
+            down_hit = g_down > self.threshold and self.direction in ("down", "both")
+            if up_hit or down_hit:
+                before = s["mean"]
+                findings.append(Finding(
+                    i, self.name, self.severity, score,
+                    f"level shifted {'up' if up_hit else 'down'} (Page-Hinkley statistic "
+                    f"{max(g_up, g_down):.1f}σ > {self.threshold:g}σ; running mean "
+                    f"{before:.6g}, now {x:.6g})", {"mean": before, "sigma": sig}))
+                self._restart(s, x)
+        return scores, findings
+
+    @staticmethod
+    def _restart(s: dict, level: float) -> None:
+        s.update(n=1, mean=level, up=0.0, up_min=0.0, down=0.0, down_max=0.0)
