@@ -51,8 +51,8 @@ def cmd_demo(args) -> int:
     alerts_by_run: Counter = Counter()
 
     def on_alert(a):
-        alerts_by_run[a["run"]] += 1
-        print(f"  ALERT {format_alert(a)}", flush=True)
+        alerts_by_run[a["run"]] += a.get("state") == "firing"
+        print(f"  {format_alert(a, verbose=True)}", flush=True)
 
     pipe = EmbeddedPipeline(cfg, store, on_alert=on_alert)
     print(f"telltale demo: {len(runs)} simulated training runs × {args.steps} steps "
@@ -74,8 +74,9 @@ def cmd_demo(args) -> int:
     print("\nsummary")
     print(f"  events processed: {n} (logged {logged}; end markers {len(runs)})")
     for r in runs:
-        print(f"  {r.run:14} alerts: {alerts_by_run[r.run]}")
-    print(f"  alerts: {sum(alerts_by_run.values())}, points stored: {pipe.counts['points']}")
+        print(f"  {r.run:14} incidents: {alerts_by_run[r.run]}")
+    print(f"  incidents: {sum(alerts_by_run.values())} ({pipe.counts['alerts']} alert records: "
+          f"firing/updated/resolved), points stored: {pipe.counts['points']}")
     pace = f"paced at {args.rate:g} steps/s" if args.rate else "flat out"
     print(f"  throughput: {n / dt:,.0f} events/s over {dt:.2f} s ({pace})")
     print(f"  store: {store_dir}/ (metrics, window_stats, scores, alerts; alerts.log.jsonl)")

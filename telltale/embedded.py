@@ -12,9 +12,18 @@ _lock = threading.Lock()
 _pipeline = None
 
 
-def format_alert(a: dict) -> str:
+def format_alert(a: dict, verbose: bool = False) -> str:
+    """One line per alert record (``verbose``: plus explanation, cause and next step)."""
     rank = f" rank {a['rank']}" if a.get("rank", "0") != "0" else ""
-    return f"[{a['severity'].upper():8}] {a['run']}{rank} step {a['step']}: {a['message']}"
+    state = a.get("state", "firing")
+    tag = {"firing": "FIRING", "updated": "UPDATE", "resolved": "OK"}.get(state, state.upper())
+    sev = a.get("severity", "?").upper()
+    line = f"[{sev:8}] {tag:6} {a['run']}{rank} step {a['step']}: {a['message']}"
+    if verbose and state != "resolved":
+        for label in ("explanation", "cause", "action"):
+            if a.get(label):
+                line += f"\n      {label}: {a[label]}"
+    return line
 
 
 def shared_pipeline(cfg: Config):
@@ -27,7 +36,8 @@ def shared_pipeline(cfg: Config):
 
             _pipeline = EmbeddedPipeline(
                 cfg, LocalStore(cfg.store_dir),
-                on_alert=lambda a: print("telltale: " + format_alert(a), file=sys.stderr))
+                on_alert=lambda a: print("telltale: " + format_alert(a, verbose=True),
+                                         file=sys.stderr))
             atexit.register(_close_at_exit)
         return _pipeline
 
