@@ -157,7 +157,7 @@ def test_three_runs_end_to_end(kafka_config, start_worker):
     assert sorted(as_json, key=key) == sorted(expected, key=key)
     pretty = tail("--run", "e2e-spike")
     assert len(pretty) == sum(a["run"] == "e2e-spike" for a in expected)
-    assert any(line.startswith("[WARNING ] e2e-spike step 300: loss ") for line in pretty)
+    assert any(line.startswith("[WARNING ] FIRING e2e-spike step 300: loss ") for line in pretty)
 
 
 def _influx_count(cfg: Config, run: str) -> int:
