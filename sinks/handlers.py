@@ -395,9 +395,10 @@ class Notifier:
 
     def __init__(self, config: NotifyConfig, silences: Callable[[], list[Silence]] = list,
                  dead_letter: Callable[[dict, str], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 stopping: Callable[[], bool] = lambda: False):
         self.config, self.silences, self.dead_letter = config, silences, dead_letter
-        self.sleep = sleep
+        self.sleep, self.stopping = sleep, stopping
         self.counts = {"delivered": 0, "silenced": 0, "unrouted": 0, "dead_lettered": 0,
                        "retries": 0}
 
@@ -419,8 +420,9 @@ class Notifier:
                 groups.setdefault((n, str(a.get("run"))), []).append(a)
         return groups
 
-    def deliver(self, alerts: list[dict]) -> None:
-        """Deliver a batch; returns when every group is sent or dead-lettered."""
+    def deliver(self, alerts: list[dict]) -> bool:
+        """Deliver a batch; returns True when every group is sent or dead-lettered, False
+        if asked to stop first (then the caller must not commit: it is redelivered)."""
         pending = self.plan(alerts)
         cfg = self.config
         attempt, delay = 1, cfg.backoff_initial
@@ -438,7 +440,9 @@ class Notifier:
                 self.counts["delivered"] += len(pending.pop(key))
                 errors.pop(key, None)
             if not pending:
-                return
+                return True
+            if self.stopping():
+                return False
             if attempt >= cfg.max_attempts:
                 for (name, _), group in pending.items():
                     reason = (f"notify: handler {name!r} failed {attempt} times: "
@@ -448,7 +452,7 @@ class Notifier:
                         self.counts["dead_lettered"] += 1
                         if self.dead_letter is not None:
                             self.dead_letter(a, reason)
-                return
+                return True
             log.warning("delivery failed (%s); retry %d/%d in %.1fs",
                         "; ".join(f"{k[0]}: {v}" for k, v in errors.items()), attempt,
                         cfg.max_attempts - 1, delay)

@@ -152,8 +152,8 @@ def run_notify(cfg: Config, ncfg: NotifyConfig, group: str, from_beginning: bool
         producer.send(cfg.deadletter_topic, key=str(alert.get("run", "")).encode(),
                       value=dumps(Rejected(reason, dumps(alert)).to_dict()).encode())
 
-    notifier = Notifier(ncfg, silences.list, dead_letter)
     stop = threading.Event()
+    notifier = Notifier(ncfg, silences.list, dead_letter, sleep=stop.wait, stopping=stop.is_set)
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     batch: list[dict] = []
     first = last_seen = time.monotonic()
@@ -174,7 +174,10 @@ def run_notify(cfg: Config, ncfg: NotifyConfig, group: str, from_beginning: bool
                     batch.append(a)
             now = time.monotonic()
             if batch and now - first >= ncfg.group_wait:
-                notifier.deliver(batch)
+                if not notifier.deliver(batch):
+                    echo(f"notify: stopping with {len(batch)} alert(s) undelivered; they are "
+                         "not committed and will be delivered by the next notifier")
+                    break
                 producer.flush()
                 try:
                     consumer.commit()
