@@ -159,3 +159,47 @@ def test_notifier_delivers_every_alert_although_the_webhook_was_down(kafka_confi
         a = body["alert"]
         assert key == f"{a['id']}:{a['state']}:{a['step']}"
     print(f"notifier: {len(on_topic)} alerts on the topic, {len(got)} webhook deliveries")
+
+
+def test_notifier_dead_letters_what_it_cannot_deliver_and_honours_silences(kafka_config,
+                                                                           tmp_path):
+    from kafka import KafkaProducer
+
+    from telltale.streams.topics import ensure_topics
+
+    cfg = kafka_config
+    ensure_topics(cfg)
+    env = config_env(cfg)
+    hook = WebhookServer().start()
+    hook.status = 500  # up, but failing every request
+    conf = tmp_path / "notify.json"
+    conf.write_text(json.dumps({"handlers": {"ops": {"type": "webhook", "url": hook.url}},
+                                "group_wait": 0.1, "max_attempts": 2,
+                                "backoff_initial": 0.1}))
+    sil = subprocess.run([sys.executable, "-m", "telltale", "silence", "add", "--run", "quiet-*",
+                          "--for", "10m"], env=env, capture_output=True, text=True, timeout=60)
+    assert sil.returncode == 0 and "silenced until" in sil.stdout, sil.stderr
+    dead = TopicReader(cfg, cfg.deadletter_topic)
+    prod = KafkaProducer(bootstrap_servers=cfg.kafka)
+    recs = [{"schema": "telltale.alert/2", "id": f"x{i}", "state": "firing", "run": run,
+             "metric": "loss", "rank": "0", "detector": "zscore", "severity": "warning",
+             "step": 10 + i, "message": "loss is high"}
+            for i, run in enumerate(["loud", "loud", "quiet-1"])]
+    for r in recs:
+        prod.send(cfg.alerts_topic, key=r["run"].encode(), value=json.dumps(r).encode())
+    prod.flush()
+    prod.close()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "telltale", "notify", "--config", str(conf),
+                               "--from-beginning", "--idle-exit", "3"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        got = wait_for(lambda: len(dead.records) >= 2 and dead.values(), timeout=30,
+                       what="two dead-lettered alerts")
+    finally:
+        dead.close()
+        hook.close()
+    assert sorted(json.loads(d["raw"])["id"] for d in got) == ["x0", "x1"]
+    assert all(d["reason"] == f"notify: handler 'ops' failed 2 times: {hook.url} answered "
+               "HTTP 500" for d in got)
+    assert "'silenced': 1" in proc.stderr and "'dead_lettered': 2" in proc.stderr
