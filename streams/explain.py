@@ -154,6 +154,11 @@ def describe(c, closed: dict, remembered: dict) -> tuple[str, str, str]:
             if not f.cause:
                 cause = "overfitting onset"
                 action = "consider early stopping (keep the best checkpoint so far)"
+        elif rising and len(tw) >= 2 and tw[-1][3] > tw[-2][3]:
+            text += (f" and {train} is rising too ({_g(tw[-2][3])} → {_g(tw[-1][3])})")
+            if not f.cause:
+                cause = f"the run itself is going wrong ({train} rises as well), not overfitting"
+                action = f"see the run's {train} alerts; check the learning rate"
     if f.contributors:
         text += "; contributors: " + ", ".join(str(x) for x in f.contributors[:5])
     return text, cause, action

@@ -136,25 +136,28 @@ def test_policy_file_overrides_resolution_per_metric_family(tmp_path):
         AlertPolicy.from_file(str(p))
 
 
-def test_explanation_names_overfitting_and_contributors():
-    n = 400
-    loss = list(np.linspace(2.0, 0.2, n))
-    val = [float("nan")] * n
+def val_loss_alert(loss):
     events = []
-    for s in range(1, n + 1):
-        m = {"loss": loss[s - 1]}
-        events.append(Event("r", s, 1e9 + s, "train", m))
+    for s in range(1, len(loss) + 1):
+        events.append(Event("r", s, 1e9 + s, "train", {"loss": loss[s - 1]}))
         if s % 10 == 0:
             v = 1.0 + 0.01 * np.sin(s) if s < 380 else 3.0
             events.append(Event("r", s, 1e9 + s, "eval", {"val_loss": v}))
-    del val
     proc = RunProcessor(Config(windows=("step:100",)))
-    state = proc.new_state("r")
-    alerts = proc.process(state, events).alerts
-    a = next(a for a in alerts if a["metric"] == "val_loss")
+    alerts = proc.process(proc.new_state("r"), events).alerts
+    return next(a for a in alerts if a["metric"] == "val_loss")
+
+
+def test_explanation_tells_overfitting_from_a_run_going_wrong():
+    a = val_loss_alert(list(np.linspace(2.0, 0.2, 400)))
+    assert "val_loss 3 at step 380 is" in a["explanation"]
     assert "while loss keeps falling" in a["explanation"]
     assert a["cause"] == "overfitting onset" and "early stopping" in a["action"]
-    # multivariate findings name their contributors
+    b = val_loss_alert(list(np.linspace(0.2, 2.0, 400)))
+    assert "and loss is rising too" in b["explanation"] and "not overfitting" in b["cause"]
+
+
+def test_multivariate_findings_name_their_contributors():
     c = cand(10, detector="iforest", score=0.9)
     c.finding.contributors = ["loss", "grad_norm"]
     rec = AlertTracker().process({"run": "r"}, [c], seen([10]))[0]
