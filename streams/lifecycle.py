@@ -9,7 +9,7 @@ detectors) and turns each batch's candidates into alert records:
   ``update_every`` steps while findings continue, or when it re-fires within ``cooldown``
   steps of resolving (same id: a flapping series reopens its incident instead of paging);
 - ``resolved`` once the series has been normal for ``resolve_after`` steps (per detector,
-  doubled for each reopen, up to 8×) or when the run ends;
+  doubled for each reopen, up to 8×; 0 = not before the run ends) or when the run ends;
 - a per-run storm guard: at most ``storm_max`` records per ``storm_steps`` steps
   (critical firings always pass); held-back incidents are announced by a later record
   when there is room, and never resolve unannounced.
@@ -32,9 +32,10 @@ from telltale.streams.explain import calibrate, describe
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
-# steps of normal values after which an incident resolves, per detector
+# steps of normal values after which an incident resolves, per detector; 0 = only when the
+# run ends (run rules that give no per-step signal of being back to normal)
 RESOLVE_AFTER = {"nonfinite": 20, "zscore": 50, "divergence": 50, "jump": 20, "levelshift": 100,
-                 "spikerate": 100, "growth": 150}
+                 "spikerate": 100, "growth": 150, "overfit": 0}
 
 
 def _abnormal(detector: str, values: np.ndarray, score: np.ndarray | None) -> np.ndarray:
@@ -189,7 +190,7 @@ class AlertTracker:
         for s_f in [*sorted(at), None]:
             hi = len(steps) if s_f is None else int(np.searchsorted(steps, s_f, side="left"))
             inc = al["open"].get(ikey)
-            if inc is not None and hi > lo:
+            if inc is not None and hi > lo and base > 0:
                 yield from self._maybe_resolve(run, al, ikey, inc, steps[lo:hi], ts[lo:hi],
                                                bad[lo:hi], base)
             if s_f is None:

@@ -131,6 +131,11 @@ def test_policy_file_overrides_resolution_per_metric_family(tmp_path):
     assert pol.resolve_steps("val_loss", "zscore") == 5
     assert pol.resolve_steps("grad_norm", "zscore") == 70
     assert pol.resolve_steps("grad_norm", "growth") == 150
+    t = AlertTracker(AlertPolicy(resolve_after={"zscore": 0}))  # 0: only when the run ends
+    state = {"run": "r"}
+    recs = t.process(state, [cand(10)], seen(range(1, 500)))
+    recs += t.close(state)
+    assert [(r["state"], r["step"]) for r in recs] == [("firing", 10), ("resolved", 499)]
     p.write_text(json.dumps({"resolve": 5}))
     with pytest.raises(ValueError, match="unknown alert policy keys"):
         AlertPolicy.from_file(str(p))
