@@ -131,8 +131,12 @@ def test_notifier_delivers_every_alert_although_the_webhook_was_down(kafka_confi
     runs = [SimRun("n-spike", "spike", 300, seed=2), SimRun("n-nan", "nan", 420, seed=3)]
     for sim in runs:
         publish(cfg, sim.run, simulate(sim, t0=t0))
-    wait_for(lambda: sum(a["state"] == "resolved" for a in reader.values()) >= 5, timeout=60,
-             what="the runs' alerts on the topic")
+    def all_resolved():  # the runs ended: each of their incidents has its resolved record
+        inc = incidents(reader.values())
+        return ({a["run"] for a in reader.values()} == {r.run for r in runs}
+                and all(v[-1]["state"] == "resolved" for v in inc.values()))
+
+    wait_for(all_resolved, timeout=60, what="the runs' alerts on the topic")
     try:
         wait_for(lambda: "retry" in open(logs[0]).read(), timeout=30,
                  what="the notifier to retry the unreachable webhook")
