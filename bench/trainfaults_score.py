@@ -18,6 +18,11 @@ Scoring (trainfaults-dev README, "Scoring"):
 Alerts on runs that are not in the labels, or without a numeric step, can never be correct:
 they count as false (and in precision's denominator) and are reported separately.
 
+Alert records with a lifecycle (schema ``telltale.alert/2``) count once per incident: only
+``firing`` records are scored (at the step the incident started); ``updated`` and
+``resolved`` records of the same incident are ignored (``lifecycle_records`` says how many).
+Records without a ``state`` (older schemas, other tools) all count.
+
 Importing this module has no side effects; the CLI lives in ``main``.
 """
 
@@ -123,6 +128,7 @@ class Report:
     # no_step
     false_reasons: dict[str, int]
     false_sources: list[FalseSource]  # every (run, metric, detector), most false alerts first
+    lifecycle_records: int = 0  # updated/resolved records not scored (not new incidents)
 
     def to_dict(self) -> dict:
         """Plain JSON-safe data (NaN -> None)."""
@@ -166,6 +172,8 @@ def score_alerts(labels: dict, alerts: list[dict]) -> Report:
     """
     runs_lab: dict[str, dict] = labels["runs"]
     order = list(labels.get("windows") or {})
+    n_all = len(alerts)
+    alerts = [a for a in alerts if a.get("state", "firing") == "firing"]
 
     by_run: dict[str, list[dict]] = {}
     for a in alerts:
@@ -249,7 +257,7 @@ def score_alerts(labels: dict, alerts: list[dict]) -> Report:
         precision=n_correct / total if total else NAN,
         clean_runs=clean_runs, clean_steps=clean_steps, clean_alerts=clean_alerts,
         false_alarms_per_10k=clean_alerts / clean_steps * 10_000 if clean_steps else NAN,
-        false_reasons=dict(reasons), false_sources=src)
+        false_reasons=dict(reasons), false_sources=src, lifecycle_records=n_all - total)
 
 
 # -- report ---------------------------------------------------------------------------
@@ -286,6 +294,9 @@ def format_report(report: Report, top: int = 10) -> str:
                                                       key=lambda kv: -kv[1]))
     lines.append(f"total alerts {r.total_alerts}: {r.correct_alerts} correct, "
                  f"{r.false_alerts} false" + (f" ({reasons})" if reasons else ""))
+    if r.lifecycle_records:
+        lines.append(f"(alerts = incidents: firing records; {r.lifecycle_records} updated/"
+                     "resolved records of the same incidents not counted)")
     if r.false_sources:
         lines.append("")
         lines.append(f"top {min(top, len(r.false_sources))} sources of false alerts "

@@ -75,7 +75,7 @@ class EmbeddedPipeline:
         with self._lock:
             for state in self.states.values():
                 if not state["ended"]:
-                    out.extend(self.processor.flush(state))
+                    out.extend(self.processor.flush(state, reason="input ended"))
             self._emit(out)
         if self.store is not None:
             self.store.flush()

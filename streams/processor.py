@@ -17,8 +17,9 @@ from telltale.config import Config
 from telltale.detectors import Finding, Pipelines, WindowResult, WindowSpec, WindowStats
 from telltale.detectors.pipelines import default_pipelines
 from telltale.detectors.runrules import SeriesBatch
-from telltale.records import ALERT_SCHEMA, Point, alert_id, to_ns
+from telltale.records import Point, to_ns
 from telltale.schema import Event
+from telltale.streams.lifecycle import AlertPolicy, AlertTracker
 
 STATE_VERSION = 1
 EXTRA_TAGS = ("host", "model", "node")  # event tags copied onto points (bounded set)
@@ -58,6 +59,11 @@ class RunProcessor:
                          if config.pipelines_file else default_pipelines())
         self.pipelines = pipelines
         self.rules = pipelines.run_rules()
+        policy = (AlertPolicy.from_file(config.alert_policy_file)
+                  if config.alert_policy_file else AlertPolicy())
+        step_windows = [ws.spec.label for ws in self.windows
+                        if ws.spec.by == "step" and ws.spec.tumbling]
+        self.alerts = AlertTracker(policy, step_windows[0] if step_windows else None)
 
     def new_state(self, run: str) -> dict:
         return {"v": STATE_VERSION, "run": run, "series": {}, "events": 0, "ended": False}
@@ -77,8 +83,9 @@ class RunProcessor:
         out.extend(self._process_chunk(state, chunk))
         return out
 
-    def flush(self, state: dict) -> Output:
-        """Close every open window of the run (run ended, or end of an offline file)."""
+    def flush(self, state: dict, reason: str = "run ended") -> Output:
+        """Close every open window and resolve every open alert of the run (run ended,
+        or end of an offline file)."""
         out = Output()
         for key, ser in state["series"].items():
             for ws in self.windows:
@@ -86,6 +93,7 @@ class RunProcessor:
                 if wst is not None:
                     out.points.extend(self._window_points(state["run"], key, ser,
                                                           ws.flush(wst)))
+        self._add_alerts(self.alerts.close(state, reason), out)
         return out
 
     # -- internals ---------------------------------------------------------------
@@ -125,6 +133,7 @@ class RunProcessor:
             pts.append(Point("metrics", tags, fields, to_ns(ev.ts)))
         candidates: list[Candidate] = []
         batch: dict[str, SeriesBatch] = {}
+        seen: dict[str, tuple] = {}  # series key -> (steps, ts, values, scores) of the batch
         for key, (steps, ts, vals, kind, seqs) in groups.items():
             ser = state["series"].get(key)
             if ser is None:
@@ -135,7 +144,9 @@ class RunProcessor:
                                           np.asarray(ts, dtype=float),
                                           np.asarray(vals, dtype=float),
                                           np.asarray(seqs, dtype=np.int64))
-            self._update_series(run, key, ser, sb.steps, sb.ts, sb.values, out, candidates)
+            scores = self._update_series(run, key, ser, sb.steps, sb.ts, sb.values, out,
+                                         candidates)
+            seen[key] = (sb.steps, sb.ts, sb.values, scores)
         rstate = state.setdefault("rules", {})
         for rule in self.rules:
             for rf in rule.update(rstate.setdefault(rule.name, rule.new_state()), batch):
@@ -143,7 +154,7 @@ class RunProcessor:
                 candidates.append(Candidate(rf.metric, rf.rank, kind, rf.step, rf.ts, rf.value,
                                             rf.finding))
         candidates = self._group_nonfinite(state, candidates)
-        self._emit_alerts(state, candidates, out)
+        self._emit_alerts(state, candidates, out, seen)
         return out
 
     @staticmethod
@@ -186,28 +197,26 @@ class RunProcessor:
                                             float(ts[i]), float(vals[i]), f))
         if scores:
             self._score_points(run, metric, rank, ser["kind"], steps, ts, scores, out)
+        return scores
 
-    def _emit_alerts(self, state: dict, candidates: list[Candidate], out: Output) -> None:
-        """Turn the batch's findings (in series order) into alert records and points."""
-        run = state["run"]
-        for c in candidates:
-            f = c.finding
-            aid = alert_id(run, c.metric, c.rank, f.detector, c.step)
-            alert = {
-                "schema": ALERT_SCHEMA, "id": aid, "run": run, "metric": c.metric,
-                "rank": c.rank, "kind": c.kind, "step": c.step, "ts": c.ts,
-                "detector": f.detector, "severity": f.severity,
-                "value": c.value if isfinite(c.value) else str(c.value),
-                "score": _sig(f.score), "message": f"{c.metric} {f.message}",
-                "stats": {k: _sig(v) for k, v in f.stats.items()},
-            }
-            out.alerts.append(alert)
+    def _emit_alerts(self, state: dict, candidates: list[Candidate], out: Output,
+                     seen: dict | None = None) -> None:
+        """The alert stage: the batch's findings go through the lifecycle (streams/lifecycle.py:
+        firing/updated/resolved, dedup, cooldown, storm guard); ``seen`` holds the series
+        that got values in the batch, so open incidents can resolve."""
+        self._add_alerts(self.alerts.process(state, candidates, seen or {}, out.points), out)
+
+    @staticmethod
+    def _add_alerts(records: list[dict], out: Output) -> None:
+        for a in records:
+            out.alerts.append(a)
             out.points.append(Point(
                 "alerts",
-                {"run": run, "metric": c.metric, "rank": c.rank, "detector": f.detector,
-                 "severity": f.severity},
-                {"id": aid, "step": c.step, "score": float(f.score), "message": alert["message"]},
-                to_ns(c.ts)))
+                {"run": a["run"], "metric": a["metric"], "rank": a["rank"],
+                 "detector": a["detector"], "severity": a["severity"], "state": a["state"]},
+                {"id": a["id"], "step": a["step"], "score": float(a["score"]),
+                 "message": a["message"], "explanation": a["explanation"]},
+                to_ns(a["ts"])))
 
     @staticmethod
     def _score_points(run, metric, rank, kind, steps, ts, scores, out: Output) -> None:

@@ -1,4 +1,4 @@
-"""The ``telltale`` command line: demo, worker, alerts, detect, score, replay."""
+"""The ``telltale`` command line: demo, worker, alerts, notify, silence, detect, score, replay."""
 
 from __future__ import annotations
 
@@ -50,9 +50,20 @@ def cmd_demo(args) -> int:
     store = LocalStore(store_dir)
     alerts_by_run: Counter = Counter()
 
+    from telltale.embedded import embedded_notifier
+    from telltale.sinks.handlers import ConfigError
+
+    try:
+        notifier = embedded_notifier(cfg, store, args.notify_config)
+    except ConfigError as exc:
+        print(f"telltale demo: {exc}", file=sys.stderr)
+        return 2
+
     def on_alert(a):
-        alerts_by_run[a["run"]] += 1
-        print(f"  ALERT {format_alert(a)}", flush=True)
+        alerts_by_run[a["run"]] += a.get("state") == "firing"
+        print(f"  {format_alert(a, verbose=True)}", flush=True)
+        if notifier is not None:
+            notifier.submit(a)
 
     pipe = EmbeddedPipeline(cfg, store, on_alert=on_alert)
     print(f"telltale demo: {len(runs)} simulated training runs × {args.steps} steps "
@@ -68,14 +79,19 @@ def cmd_demo(args) -> int:
         m.close()
     pipe.drain()
     pipe.close()
+    if notifier is not None:
+        print("  delivering the last alerts...", flush=True)
+        notifier.close()
+        print(f"  notify: {notifier.notifier.counts}")
     store.close()
     dt = time.perf_counter() - t0
     n = pipe.counts["events"]
     print("\nsummary")
     print(f"  events processed: {n} (logged {logged}; end markers {len(runs)})")
     for r in runs:
-        print(f"  {r.run:14} alerts: {alerts_by_run[r.run]}")
-    print(f"  alerts: {sum(alerts_by_run.values())}, points stored: {pipe.counts['points']}")
+        print(f"  {r.run:14} incidents: {alerts_by_run[r.run]}")
+    print(f"  incidents: {sum(alerts_by_run.values())} ({pipe.counts['alerts']} alert records: "
+          f"firing/updated/resolved), points stored: {pipe.counts['points']}")
     pace = f"paced at {args.rate:g} steps/s" if args.rate else "flat out"
     print(f"  throughput: {n / dt:,.0f} events/s over {dt:.2f} s ({pace})")
     print(f"  store: {store_dir}/ (metrics, window_stats, scores, alerts; alerts.log.jsonl)")
@@ -149,7 +165,26 @@ def cmd_worker(args) -> int:
 # -- alerts ---------------------------------------------------------------------------
 
 
+def _alert_filter(args):
+    """A predicate for --run/--metric/--severity/--state (None: show everything)."""
+    from fnmatch import fnmatchcase
+
+    from telltale.sinks.handlers import severity_at_least
+
+    states = set(args.state.split(",")) if getattr(args, "state", None) else None
+
+    def keep(rec: dict) -> bool:
+        return ((not args.run or fnmatchcase(str(rec.get("run")), args.run))
+                and (not getattr(args, "metric", None)
+                     or fnmatchcase(str(rec.get("metric")), args.metric))
+                and severity_at_least(rec, getattr(args, "severity", None))
+                and (states is None or rec.get("state", "firing") in states))
+    return keep
+
+
 def cmd_alerts(args) -> int:
+    import uuid
+
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
@@ -157,30 +192,41 @@ def cmd_alerts(args) -> int:
 
     cfg = _config(args)
     if not cfg.kafka:
-        print("telltale alerts reads the alert topic: set TELLTALE_KAFKA or pass --kafka",
-              file=sys.stderr)
+        print("telltale alerts reads the alert topic: set TELLTALE_KAFKA or pass --kafka "
+              "(embedded runs keep alerts in <store-dir>/alerts.log.jsonl)", file=sys.stderr)
         return 2
     topic = cfg.deadletter_topic if args.deadletter else cfg.alerts_topic
+    group = args.group or f"{cfg.topic_prefix}-alerts-tail-{uuid.uuid4().hex[:8]}"
     try:
         consumer = KafkaConsumer(
-            topic, bootstrap_servers=cfg.kafka, group_id=args.group,
+            topic, bootstrap_servers=cfg.kafka, group_id=group,
             auto_offset_reset="earliest" if args.from_beginning else "latest",
-            enable_auto_commit=args.group is not None,
+            enable_auto_commit=True,
             consumer_timeout_ms=int(args.timeout * 1000) if args.timeout else float("inf"))
     except KafkaError:
         print(f"no Kafka broker answers at {cfg.kafka}", file=sys.stderr)
         return 1
+    print(f"telltale alerts: reading {topic} as consumer group {group!r} "
+          f"(resume from here with --group {group})", file=sys.stderr, flush=True)
+    keep = _alert_filter(args)
     n = 0
     try:
         for msg in consumer:
-            rec = json.loads(msg.value)
-            if args.run and rec.get("run") != args.run:
+            try:
+                rec = json.loads(msg.value)
+            except ValueError:
+                print(f"skipping an unreadable record at offset {msg.offset}", file=sys.stderr)
                 continue
             if args.deadletter:
+                if args.run and rec.get("run") not in (None, args.run):
+                    continue
                 print(json.dumps(rec) if args.json else f"DEAD-LETTER {rec.get('reason')}",
                       flush=True)
             else:
-                print(json.dumps(rec) if args.json else format_alert(rec), flush=True)
+                if not keep(rec):
+                    continue
+                print(json.dumps(rec) if args.json else format_alert(rec, args.verbose),
+                      flush=True)
             n += 1
             if args.max and n >= args.max:
                 break
@@ -188,6 +234,96 @@ def cmd_alerts(args) -> int:
         pass
     finally:
         consumer.close()
+    return 0
+
+
+# -- notify / silence ---------------------------------------------------------------
+
+
+def _notify_config(args, cfg: Config):
+    from telltale.sinks.handlers import NotifyConfig
+
+    path = getattr(args, "config", None) or cfg.notify_config
+    if not path:
+        raise SystemExit("telltale notify needs a handler configuration: --config FILE or "
+                         "TELLTALE_NOTIFY_CONFIG (YAML or JSON; see README 'Delivering alerts')")
+    return NotifyConfig.load(path)
+
+
+def cmd_notify(args) -> int:
+    from telltale.sinks.handlers import ConfigError
+    from telltale.sinks.notify import run_notify
+
+    cfg = _config(args)
+    if not cfg.kafka:
+        print("telltale notify consumes the alert topic: set TELLTALE_KAFKA or pass --kafka. "
+              "Embedded runs deliver in-process when TELLTALE_NOTIFY_CONFIG is set.",
+              file=sys.stderr)
+        return 2
+    try:
+        ncfg = _notify_config(args, cfg)
+    except ConfigError as exc:
+        print(f"telltale notify: {exc}", file=sys.stderr)
+        return 2
+    group = args.group or f"{cfg.topic_prefix}-notify"
+    print(f"telltale notify: consuming {cfg.alerts_topic} as consumer group {group!r}; "
+          f"handlers: {', '.join(ncfg.handlers)}; {len(ncfg.routes)} route(s); silences on "
+          f"{cfg.topic_prefix}.silences", file=sys.stderr, flush=True)
+    counts = run_notify(cfg, ncfg, group, from_beginning=args.from_beginning,
+                        idle_exit=args.idle_exit,
+                        echo=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"telltale notify: stopped; {counts}", file=sys.stderr)
+    return 0
+
+
+def _silence_store(cfg: Config):
+    if cfg.kafka:
+        from telltale.sinks.notify import KafkaSilences
+
+        return KafkaSilences(cfg, refresh=0.0)
+    from telltale.sinks.handlers import FileSilences
+
+    return FileSilences(os.path.join(cfg.store_dir, "silences.json"))
+
+
+def cmd_silence(args) -> int:
+    from telltale.sinks.handlers import new_silence
+
+    cfg = _config(args)
+    store = _silence_store(cfg)
+    where = (f"topic {cfg.topic_prefix}.silences on {cfg.kafka}" if cfg.kafka
+             else os.path.join(cfg.store_dir, "silences.json"))
+    if args.action == "add":
+        try:
+            s = new_silence(args.duration, args.comment or "", run=args.run, metric=args.metric,
+                            detector=args.detector, severity=args.severity)
+        except ValueError as exc:
+            print(f"telltale silence: {exc}", file=sys.stderr)
+            return 2
+        store.add(s)
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s.until))
+        print(f"{s.id}  silenced until {until} ({where})")
+    elif args.action == "list":
+        items = sorted(store.list(), key=lambda x: x.until)
+        if args.json:
+            for s in items:
+                print(json.dumps({**s.to_dict(), "active": s.active()}))
+        else:
+            if not items:
+                print(f"no silences ({where})")
+            for s in items:
+                m = " ".join(f"{k}={v}" for k, v in (("run", s.run), ("metric", s.metric),
+                                                     ("detector", s.detector),
+                                                     ("severity<=", s.severity)) if v)
+                left = s.until - time.time()
+                state = f"{left / 60:.0f} min left" if left > 0 else "expired"
+                print(f"{s.id}  {m}  ({state}){'  # ' + s.comment if s.comment else ''}")
+    else:
+        if not store.remove(args.id):
+            print(f"telltale silence: no silence with id {args.id!r} ({where}); "
+                  "see 'telltale silence list'", file=sys.stderr)
+            return 1
+        print(f"removed {args.id}")
     return 0
 
 
@@ -318,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulated steps per second per run (default 300; 0 = flat out)")
     d.add_argument("--store-dir", help="where results go (default telltale-data/demo)")
     d.add_argument("--windows", help="window specs, e.g. step:100,step:100/50,time:60s")
+    d.add_argument("--notify-config", help="also deliver alerts with these handlers/routes "
+                   "(YAML/JSON; env TELLTALE_NOTIFY_CONFIG)")
     d.add_argument("--publish", action="store_true",
                    help="publish the runs to Kafka for a worker instead of running embedded")
     _common_kafka(d)
@@ -336,16 +474,62 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--log-level", help="debug|info|warning|error (default warning)")
     w.set_defaults(func=cmd_worker)
 
-    a = sub.add_parser("alerts", help="tail the alert topic")
+    a = sub.add_parser("alerts", help="tail the alert topic (filters, pretty or --json)",
+                       description="Tail the alert topic as a Kafka consumer group. The group "
+                       "name is printed on stderr; pass it as --group to resume where you "
+                       "stopped (or to share the work with another consumer).")
     _common_kafka(a)
-    a.add_argument("--json", action="store_true", help="one JSON alert per line")
+    a.add_argument("--json", action="store_true", help="one JSON alert record per line")
+    a.add_argument("--verbose", "-v", action="store_true",
+                   help="pretty output with explanation, likely cause and next step")
     a.add_argument("--from-beginning", action="store_true", help="start at the oldest alert")
-    a.add_argument("--group", help="consumer group id (commits offsets; resumes where it left)")
-    a.add_argument("--run", help="only this run")
+    a.add_argument("--group", help="consumer group id (default: a new one, printed)")
+    a.add_argument("--run", help="only runs matching this glob")
+    a.add_argument("--metric", help="only metrics matching this glob, e.g. '*loss*'")
+    a.add_argument("--severity", choices=("info", "warning", "critical"),
+                   help="minimum severity")
+    a.add_argument("--state", help="only these states, e.g. firing or firing,resolved")
     a.add_argument("--max", type=int, help="stop after this many alerts")
     a.add_argument("--timeout", type=float, help="stop after this many idle seconds")
     a.add_argument("--deadletter", action="store_true", help="tail the dead-letter topic instead")
     a.set_defaults(func=cmd_alerts)
+
+    n = sub.add_parser("notify", help="deliver alerts from the alert topic to webhooks, Slack, "
+                       "e-mail or stdout (routing, silences, retries)",
+                       description="Consume the alert topic as a consumer group and deliver "
+                       "each alert to the handlers its routes name. Offsets are committed "
+                       "only after delivery (at-least-once); handlers that stay down past "
+                       "the retries send the alerts to the dead-letter topic.")
+    _common_kafka(n)
+    n.add_argument("--config", help="handlers and routes, YAML or JSON "
+                   "(env TELLTALE_NOTIFY_CONFIG)")
+    n.add_argument("--group", help="consumer group (default <prefix>-notify)")
+    n.add_argument("--from-beginning", action="store_true",
+                   help="a new group starts at the oldest alert instead of the newest")
+    n.add_argument("--idle-exit", type=float, help="stop after this many seconds without alerts")
+    n.set_defaults(func=cmd_notify)
+
+    si = sub.add_parser("silence", help="add, list or remove alert silences",
+                        description="Silences suppress matching alerts in every notifier "
+                        "until they expire. Kafka mode keeps them on the compacted topic "
+                        "<prefix>.silences; embedded mode in <store-dir>/silences.json.")
+    common = argparse.ArgumentParser(add_help=False)
+    _common_kafka(common)
+    common.add_argument("--store-dir", help="embedded mode's store (default telltale-data)")
+    ssub = si.add_subparsers(dest="action", required=True)
+    sa = ssub.add_parser("add", help="silence matching alerts for a while", parents=[common])
+    sa.add_argument("--for", dest="duration", default="1h",
+                    help="how long: 90s, 15m, 2h, 1d (default 1h)")
+    sa.add_argument("--run", help="run glob")
+    sa.add_argument("--metric", help="metric glob")
+    sa.add_argument("--detector", help="detector glob")
+    sa.add_argument("--severity", help="silence alerts up to this severity")
+    sa.add_argument("--comment", help="why (shown by list)")
+    sl = ssub.add_parser("list", help="show silences", parents=[common])
+    sl.add_argument("--json", action="store_true")
+    sr = ssub.add_parser("remove", help="remove a silence by id", parents=[common])
+    sr.add_argument("id")
+    si.set_defaults(func=cmd_silence)
 
     t = sub.add_parser("detect", help="run the embedded pipeline over a JSONL file of events")
     t.add_argument("events", help="events file (one JSON event per line)")
@@ -373,5 +557,10 @@ def main(argv=None) -> int:
     except ConnectionError as exc:
         print(f"telltale: {exc}", file=sys.stderr)
         return 1
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(f"telltale: {exc.code}", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         return 130

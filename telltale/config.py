@@ -32,6 +32,8 @@ class Config:
     data_dir: str = ".telltale-worker"
     windows: tuple[str, ...] = DEFAULT_WINDOWS
     pipelines_file: str | None = None
+    alert_policy_file: str | None = None  # JSON AlertPolicy (streams/lifecycle.py)
+    notify_config: str | None = None  # YAML/JSON handlers + routes (sinks/handlers.py)
     web_port: int = 6066
     log_level: str = "warning"
 
@@ -68,6 +70,8 @@ class Config:
             data_dir=g("TELLTALE_DATA_DIR", cls.data_dir),
             windows=_env_list("TELLTALE_WINDOWS", DEFAULT_WINDOWS),
             pipelines_file=g("TELLTALE_PIPELINES") or None,
+            alert_policy_file=g("TELLTALE_ALERT_POLICY") or None,
+            notify_config=g("TELLTALE_NOTIFY_CONFIG") or None,
             web_port=int(g("TELLTALE_WEB_PORT", cls.web_port)),
             log_level=g("TELLTALE_LOG_LEVEL", cls.log_level),
         )

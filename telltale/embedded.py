@@ -12,9 +12,32 @@ _lock = threading.Lock()
 _pipeline = None
 
 
-def format_alert(a: dict) -> str:
+def format_alert(a: dict, verbose: bool = False) -> str:
+    """One line per alert record (``verbose``: plus explanation, cause and next step)."""
     rank = f" rank {a['rank']}" if a.get("rank", "0") != "0" else ""
-    return f"[{a['severity'].upper():8}] {a['run']}{rank} step {a['step']}: {a['message']}"
+    state = a.get("state", "firing")
+    tag = {"firing": "FIRING", "updated": "UPDATE", "resolved": "OK"}.get(state, state.upper())
+    sev = a.get("severity", "?").upper()
+    line = f"[{sev:8}] {tag:6} {a['run']}{rank} step {a['step']}: {a['message']}"
+    if verbose and state != "resolved":
+        for label in ("explanation", "cause", "action"):
+            if a.get(label):
+                line += f"\n      {label}: {a[label]}"
+    return line
+
+
+def embedded_notifier(cfg: Config, store=None, path: str | None = None):
+    """The in-process notifier when a notify config is set (TELLTALE_NOTIFY_CONFIG)."""
+    path = path or cfg.notify_config
+    if not path:
+        return None
+    import os
+
+    from telltale.sinks.handlers import FileSilences, NotifyConfig
+    from telltale.sinks.notify import BackgroundNotifier
+
+    return BackgroundNotifier(NotifyConfig.load(path),
+                              FileSilences(os.path.join(cfg.store_dir, "silences.json")), store)
 
 
 def shared_pipeline(cfg: Config):
@@ -25,9 +48,16 @@ def shared_pipeline(cfg: Config):
             from telltale.sinks.local import LocalStore
             from telltale.streams.embedded import EmbeddedPipeline
 
-            _pipeline = EmbeddedPipeline(
-                cfg, LocalStore(cfg.store_dir),
-                on_alert=lambda a: print("telltale: " + format_alert(a), file=sys.stderr))
+            store = LocalStore(cfg.store_dir)
+            notifier = embedded_notifier(cfg, store)
+
+            def on_alert(a):
+                print("telltale: " + format_alert(a, verbose=True), file=sys.stderr)
+                if notifier is not None:
+                    notifier.submit(a)  # never blocks: delivery runs on its own thread
+
+            _pipeline = EmbeddedPipeline(cfg, store, on_alert=on_alert)
+            _pipeline.notifier = notifier
             atexit.register(_close_at_exit)
         return _pipeline
 
@@ -38,3 +68,5 @@ def _close_at_exit() -> None:
     _close_all()  # monitors first, so their last batches reach the pipeline
     if _pipeline is not None:
         _pipeline.close()
+        if getattr(_pipeline, "notifier", None) is not None:
+            _pipeline.notifier.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-ALERT_SCHEMA = "telltale.alert/1"
+ALERT_SCHEMA = "telltale.alert/2"
 
 
 @dataclass(slots=True)
@@ -23,7 +23,8 @@ class Point:
 
 
 def alert_id(run: str, metric: str, rank: str, detector: str, step: int) -> str:
-    """Deterministic id: the same finding gets the same id on replay or in another mode."""
+    """Deterministic incident id: ``step`` is the step the incident started at, so a replay
+    or the embedded mode gives the same id, and every record of one incident shares it."""
     key = f"{run}\x1f{metric}\x1f{rank}\x1f{detector}\x1f{step}".encode()
     return hashlib.sha1(key).hexdigest()[:16]
 

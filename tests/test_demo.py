@@ -17,9 +17,15 @@ def test_demo_runs_embedded_and_reports(tmp_path):
     runs = {a["run"] for a in alerts}
     faulty = {r.run for r in DEMO_RUNS if r.fault}
     assert runs == faulty  # the clean run stays quiet
+    tags = {"firing": "FIRING", "updated": "UPDATE", "resolved": "OK    "}
     for a in alerts:
-        assert f"ALERT [{a['severity'].upper():8}] {a['run']} step {a['step']}:" in out
+        assert (f"[{a['severity'].upper():8}] {tags[a['state']]} {a['run']} step {a['step']}:"
+                in out)
     for r in DEMO_RUNS:
-        assert f"{r.run:14} alerts: {sum(a['run'] == r.run for a in alerts)}" in out
+        n = sum(a["run"] == r.run and a["state"] == "firing" for a in alerts)
+        assert f"{r.run:14} incidents: {n}" in out
+    # every incident the demo raised is resolved by the end of its run
+    assert sorted(a["id"] for a in alerts if a["state"] == "firing") == \
+        sorted(a["id"] for a in alerts if a["state"] == "resolved")
     metrics = (tmp_path / "store" / "metrics.jsonl").read_text().splitlines()
     assert len(metrics) == 4 * (600 + 30)  # every train and eval event is stored

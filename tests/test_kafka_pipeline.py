@@ -137,7 +137,9 @@ def test_three_runs_end_to_end(kafka_config, start_worker):
     time.sleep(1.0)
     alerts.close()
     batches = [(r.run, encode_batch(r.run, [{"step": s, "ts": ts, "kind": k, "metrics": m}
-                                            for s, ts, k, m in sim_events(r, t0)]))
+                                            for s, ts, k, m in sim_events(r, t0)]
+                                    + [{"step": 600, "ts": t0 + 100, "kind": "end",
+                                        "metrics": {}}]))  # what Monitor.close() sends
                for r in RUNS]
     expected = embedded_alerts(cfg, batches)
     key = lambda a: a["id"]  # noqa: E731
@@ -157,7 +159,7 @@ def test_three_runs_end_to_end(kafka_config, start_worker):
     assert sorted(as_json, key=key) == sorted(expected, key=key)
     pretty = tail("--run", "e2e-spike")
     assert len(pretty) == sum(a["run"] == "e2e-spike" for a in expected)
-    assert any(line.startswith("[WARNING ] e2e-spike step 300: loss ") for line in pretty)
+    assert any(line.startswith("[WARNING ] FIRING e2e-spike step 300: loss ") for line in pretty)
 
 
 def _influx_count(cfg: Config, run: str) -> int:

@@ -182,6 +182,27 @@ def test_cli_scores_an_alerts_file(tmp_path, capsys):
     assert (doc["recall"], doc["total_alerts"], doc["clean_alerts"]) == (0.75, 14, 3)
 
 
+def test_lifecycle_records_count_once_per_incident():
+    """telltale.alert/2: only firing records are scored; updated/resolved are the same
+    incident and must not add detections or false alarms."""
+    def rec(run, step, state):
+        return {**A(run, step), "state": state, "id": f"{run}-x"}
+
+    labels = make_labels()
+    plain = ts.score_alerts(labels, [A("r-lr", 55), A("r-clean1", 17)])
+    life = ts.score_alerts(labels, [
+        rec("r-lr", 55, "firing"), rec("r-lr", 66, "updated"), rec("r-lr", 90, "resolved"),
+        rec("r-clean1", 17, "firing"), rec("r-clean1", 67, "resolved")])
+    assert life.to_dict() | {"lifecycle_records": 0} == plain.to_dict()
+    assert life.lifecycle_records == 3
+    assert (life.total_alerts, life.correct_alerts, life.clean_alerts) == (2, 1, 1)
+    assert "3 updated/resolved records of the same incidents not counted" in \
+        ts.format_report(life)
+    # a resolved record alone is not a detection
+    only = ts.score_alerts(labels, [rec("r-lr", 60, "resolved")])
+    assert only.detected_runs == 0 and only.total_alerts == 0
+
+
 def test_real_labels():
     if not (DATA / "labels.json").is_file():
         pytest.fail(f"trainfaults-dev data missing under {SHARED}")
