@@ -21,7 +21,7 @@ def _common_kafka(p: argparse.ArgumentParser) -> None:
 
 def _config(args) -> Config:
     keys = ("kafka", "topic_prefix", "partitions", "app_id", "influx_url", "influx_db",
-            "store_dir", "log_level", "data_dir")
+            "store_dir", "log_level", "data_dir", "web_port")
     over = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if getattr(args, "windows", None):
         over["windows"] = tuple(w.strip() for w in args.windows.split(",") if w.strip())
@@ -166,7 +166,11 @@ def cmd_worker(args) -> int:
         return 2
     from telltale.streams.app import run_worker
 
-    run_worker(cfg)
+    ui = args.ui or os.environ.get("TELLTALE_WORKER_UI", "") not in ("", "0")
+    if ui:
+        print(f"dashboard: http://127.0.0.1:{cfg.web_port}/ui/ (data from InfluxDB)",
+              file=sys.stderr, flush=True)
+    run_worker(cfg, ui=ui)
     return 0
 
 
@@ -470,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--data-dir", help="worker's local data dir (default .telltale-worker)")
     w.add_argument("--windows", help="window specs, e.g. step:100,step:100/50,time:60s")
     w.add_argument("--log-level", help="debug|info|warning|error (default warning)")
+    w.add_argument("--ui", action="store_true", help="serve the live dashboard at "
+                   "http://127.0.0.1:PORT/ui/ (env TELLTALE_WORKER_UI=1; PORT from "
+                   "--web-port / TELLTALE_WEB_PORT, default 6066)")
+    w.add_argument("--web-port", type=int, help="the worker's web server port (default 6066)")
     w.set_defaults(func=cmd_worker)
 
     a = sub.add_parser("alerts", help="tail the alert topic")

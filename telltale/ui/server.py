@@ -47,7 +47,7 @@ class Dashboard:
         self.source = source
 
     def page(self) -> tuple[int, str, bytes]:
-        return 200, "text/html; charset=utf-8", static_bytes("index.html")
+        return 200, "text/html", static_bytes("index.html")
 
     def static(self, name: str) -> tuple[int, str, bytes]:
         body = static_bytes(name)
