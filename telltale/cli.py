@@ -414,8 +414,13 @@ def cmd_report(args) -> int:
     except DataError as exc:
         print(f"telltale report: {exc}", file=sys.stderr)
         return 2
-    with open(out, "w") as f:
-        f.write(render_html(view, source))
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            f.write(render_html(view, source))
+    except OSError as exc:
+        print(f"telltale report: cannot write {out}: {exc}", file=sys.stderr)
+        return 2
     s = view["summary"]
     print(f"report: {args.run}: steps {s['first_step']}-{s['last_step']}, "
           f"{len(view['alerts'])} alerts -> {out}", file=sys.stderr)

@@ -276,7 +276,7 @@ def explain(a: dict) -> str:
         return a["explanation"]
     st = a.get("stats") or {}
     parts = [a.get("message", "")]
-    if "mean" in st and "std" in st:
+    if "mean" in st and "std" in st and "mean" not in parts[0]:
         n = f" over {st['n']} values" if "n" in st else ""
         parts.append(f"normal: mean {st['mean']:.4g} ± {st['std']:.4g}{n}")
     rank = f" rank {a['rank']}" if str(a.get("rank", "0")) != "0" else ""
@@ -338,7 +338,7 @@ def build_view(run: str, pts: dict[str, list[dict]], alerts: list[dict], k: floa
     by_metric: dict[str, list[str]] = defaultdict(list)
     for name, rank in series:
         by_metric[name].append(rank)
-    for name in sorted(by_metric):
+    for name in sorted(by_metric, key=_panel_order):
         ranks = sorted(by_metric[name], key=_rank_key)
         kind = series[(name, ranks[0])]["kind"]
         fam = _family(name)
@@ -366,6 +366,14 @@ def build_view(run: str, pts: dict[str, list[dict]], alerts: list[dict], k: floa
         "inference": _inference(infer, scores, by_series_alerts) if infer else None,
         "alerts": alerts,
     }
+
+
+_FIRST = ("loss", "val_loss", "accuracy", "val_accuracy", "grad_norm", "param_norm",
+          "update_ratio", "lr")
+
+
+def _panel_order(name: str):
+    return (_FIRST.index(name) if name in _FIRST else len(_FIRST), name)
 
 
 def _rank_key(r: str):
@@ -436,7 +444,7 @@ def _training_panel(name, ranks, series, bands, scores, alerts_by, k) -> dict:
     for r in ranks:
         s = series[(name, r)]
         if r == focus:
-            vals = [_num(s["values"][i]) for i in idx]
+            vals = [_num(fs["values"][i]) for i in idx]
         else:  # align other ranks on the focus rank's steps
             m = dict(zip(s["steps"], s["values"], strict=True))
             vals = [_num(m.get(fs["steps"][i])) for i in idx]
@@ -456,7 +464,8 @@ def _training_panel(name, ranks, series, bands, scores, alerts_by, k) -> dict:
             mean.append(m), lo.append(m - k * sd), hi.append(m + k * sd)
     sc = {}
     for det, per in scores.get((name, focus), {}).items():
-        sc[det] = [_num(per.get(x)) for x in xs]
+        if det != "nonfinite":  # 0 or 1: its alerts are the markers already
+            sc[det] = [_num(per.get(x)) for x in xs]
     return {"metric": name, "kind": fs["kind"], "focus_rank": focus, "steps": xs,
             "lines": lines, "band": {"mean": mean, "lo": lo, "hi": hi} if band else None,
             "scores": sc, "alert_ids": [a.get("id") for a in alerts]}
@@ -539,8 +548,10 @@ _HIGHER_IS_BETTER = ("acc", "f1", "auc", "bleu")
 
 def _summary(series, metrics, alerts, all_steps, t0, t1) -> dict:
     rows = []
-    for (name, rank), s in sorted(series.items()):
-        if _family(name) is not None or s["kind"] not in ("train", "eval"):
+    for (name, rank), s in sorted(series.items(), key=lambda x: (_panel_order(x[0][0]),
+                                                                   _rank_key(x[0][1]))):
+        if (_family(name) is not None or s["kind"] not in ("train", "eval")
+                or name in RESOURCE_TRAIN_METRICS):
             continue
         vals = np.asarray([v for v in s["values"] if v is not None], dtype=float)
         fin = np.isfinite(vals)

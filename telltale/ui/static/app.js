@@ -108,6 +108,7 @@
   }
 
   function upsertChart(key, panel, holder, opts, data, alerts) {
+    if (!opts.legend) opts.legend = {live: false};
     var sig = opts.series.map(function (s) { return s.label || ""; }).join("|");
     var c = charts[key];
     if (c && c.sig === sig && holder.contains(c.u.root)) {
@@ -182,7 +183,7 @@
     var alerts = p.alert_ids.map(function (id) { return alertsById[id]; }).filter(Boolean);
     upsertChart(key, panel, panel.querySelector(".chart"), {
       height: 240, series: series, bands: bands, axes: axes,
-      scales: {x: {time: false}}, legend: {live: true}
+      scales: {x: {time: false}}, legend: {live: false}
     }, data, alerts);
     var notes = panel.querySelector(".notes");
     notes.innerHTML = "";
