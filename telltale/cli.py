@@ -57,7 +57,11 @@ def cmd_demo(args) -> int:
         print(f"  ALERT {format_alert(a)}", flush=True)
 
     pipe = EmbeddedPipeline(cfg, store, on_alert=on_alert)
-    server = _start_ui(args, store_dir) if args.ui else None
+    try:
+        server = _start_ui(args, store_dir) if args.ui else None
+    except OSError as exc:
+        print(f"telltale demo --ui: {exc}", file=sys.stderr)
+        return 1
     print(f"telltale demo: {len(runs)} simulated training runs × {args.steps} steps and one "
           f"inference run (embedded pipeline, no Kafka/InfluxDB; results in {store_dir}/)")
     for r in [*runs, serve]:
@@ -349,6 +353,11 @@ def _ui_source(args):
 def _start_ui(args, store_dir=None):
     from telltale.ui.data import LocalSource
     from telltale.ui.server import UiServer
+
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        raise OSError("the dashboard needs aiohttp: pip install 'telltale[ui]'") from None
 
     source = LocalSource(store_dir) if store_dir else _ui_source(args)
     server = UiServer(source, host=args.host, port=args.port).start()

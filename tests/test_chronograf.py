@@ -152,6 +152,22 @@ def test_worker_serves_the_dashboard_from_influxdb(demo_in_influx, tmp_path):
     except urllib.error.HTTPError as exc:
         assert exc.code == 404 and "no run" in json.loads(exc.read())["error"]
 
+    # the page itself, in headless Chromium: runs listed from InfluxDB, no console errors
+    from telltale.ui.browser import console_errors, headless_chrome
+
+    d = headless_chrome()
+    try:
+        d.get(base + "#demo-spike")
+        rows = wait_for(lambda: d.find_elements("css selector", "tr.run-row"), timeout=20,
+                        what="runs listed")
+        assert {r.get_attribute("data-run") for r in rows} >= set(expected_events())
+        wait_for(lambda: d.find_elements(
+            "css selector", "#panel-train-loss .alert-marker[data-step='300']"), timeout=20,
+            what="the spike's marker on the loss chart")
+        assert console_errors(d) == []
+    finally:
+        d.quit()
+
     # a report from InfluxDB
     out = tmp_path / "spike.html"
     t0 = time.perf_counter()

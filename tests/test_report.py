@@ -78,6 +78,9 @@ def test_report_from_a_trainfaults_file_renders_in_chromium(tmp_path):
         assert "No model internals in this run" in d.find_element("id", "run").text
         assert console_errors(d) == []
         ARTIFACTS.mkdir(exist_ok=True)
+        d.set_window_size(1300, 1400)
+        time.sleep(0.3)
+        d.save_screenshot(str(ARTIFACTS / "report-top.png"))
         h = d.execute_script("return document.documentElement.scrollHeight")
         d.set_window_size(1300, min(h, 7000))
         time.sleep(0.3)

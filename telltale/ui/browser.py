@@ -25,7 +25,7 @@ def headless_chrome(width: int = 1400, height: int = 1000):
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        raise RuntimeError("selenium is not installed: pip install 'telltale[ui]'") from None
+        raise RuntimeError("selenium is not installed: pip install 'telltale[browser]'") from None
     binary = _find(CHROMIUM, "TELLTALE_CHROMIUM")
     driver = _find(DRIVERS, "TELLTALE_CHROMEDRIVER")
     if not binary or not driver:

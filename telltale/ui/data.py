@@ -28,6 +28,8 @@ RESOURCE_TRAIN_METRICS = ("step_time_s", "sync_wait_s", "samples_per_s")
 INFER_BUCKET = 20  # requests per latency-percentile bucket
 MAX_POINTS = 2000  # per series sent to the page
 LIVE_SECONDS = 10.0  # a run is "live" while new data arrived this recently
+DRIFT_METRICS = ("latency_ms", "ttft_ms", "tokens_per_s")  # their scores = the drift panel
+DRIFT_CAP = 50.0  # scores are clipped to ±this in the drift panel
 
 
 class DataError(RuntimeError):
@@ -530,11 +532,13 @@ def _inference(infer: dict, scores: dict, alerts_by) -> dict:
             "ttft p50 ms": per_bucket("ttft_ms", lambda a: np.nanpercentile(a, 50)),
         }.items() if v is not None}
     drift = {}
-    for name in infer:
-        for det, per in scores.get((name, "0"), {}).items():
-            if det in ("nonfinite",):
+    for name in DRIFT_METRICS:
+        for det, per in scores.get((name, "0"), {}).items() if name in infer else ():
+            if det in ("nonfinite", "spikerate"):
                 continue
-            drift[f"{name} {det}"] = [_num(per.get(s)) for s in steps]
+            vals = [_num(per.get(s)) for s in steps]
+            drift[f"{name} {det}"] = [None if v is None else max(-DRIFT_CAP, min(DRIFT_CAP, v))
+                                      for v in vals]
     idx = _decimate(len(steps))
     out["drift"] = {"steps": [steps[i] for i in idx],
                     "series": {k: [v[i] for i in idx] for k, v in drift.items()}}

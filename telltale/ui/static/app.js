@@ -295,7 +295,7 @@
     });
     var dn = Object.keys(inf.drift.series);
     if (dn.length) {
-      var panel = panelFor(container, "infer-drift", "inference: drift scores");
+      var panel = panelFor(container, "infer-drift", "inference: drift scores (clipped to ±50)");
       var data = [inf.drift.steps], series = [{label: "request"}];
       dn.forEach(function (n, i) {
         data.push(inf.drift.series[n]);
@@ -341,6 +341,7 @@
         el("td", {cls: "num", text: r.goal ? fmt(r.best) + " (" + r.goal + ")" : "–"}),
         el("td", {cls: "num", text: r.best_step == null ? "–" : String(r.best_step)})));
     });
+    if (!s.metrics.length) m = el("p", {cls: "muted", text: "No training or eval metrics."});
     return el("div", {cls: "summary"}, t, m);
   }
 
