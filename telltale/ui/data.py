@@ -573,6 +573,7 @@ def _summary(series, metrics, alerts, all_steps, t0, t1) -> dict:
             row.update(best=_num(fv[best_i]), best_step=fsteps[best_i],
                        goal="min" if lower else "max")
         rows.append(row)
+    rows = _collapse_ranks(rows)
     sev = defaultdict(int)
     for a in alerts:
         sev[a.get("severity")] += 1
@@ -581,3 +582,20 @@ def _summary(series, metrics, alerts, all_steps, t0, t1) -> dict:
             "duration_s": (t1 - t0) if t0 is not None else None, "metrics": rows,
             "alerts": dict(sev), "nonfinite_events": sum(
                 1 for p in metrics if p["fields"].get("nonfinite"))}
+
+
+def _collapse_ranks(rows: list[dict]) -> list[dict]:
+    """One row for a metric whose ranks all agree (global values such as grad_norm or lr)."""
+    by: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by[r["metric"]].append(r)
+    out = []
+    for r in rows:
+        group = by[r["metric"]]
+        if len(group) > 1 and all(g["final"] == group[0]["final"] and g["best"] == group[0]["best"]
+                                  for g in group):
+            if r is group[0]:
+                out.append({**r, "rank": f"all {len(group)}"})
+        else:
+            out.append(r)
+    return out

@@ -375,7 +375,8 @@
     var head = document.getElementById("run-head");
     if (!head) { head = el("div", {id: "run-head"}); root.appendChild(head); }
     head.innerHTML = "";
-    head.appendChild(el("h2", null, view.run + " ", el("span", {cls: "badge " + view.status, text: view.status})));
+    head.appendChild(el("h2", null, view.run + " ",
+      REPORT ? null : el("span", {cls: "badge " + view.status, text: view.status})));
     head.appendChild(summaryTable(view));
 
     var tr = section(root, "group-training", "Training metrics");
