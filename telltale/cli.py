@@ -435,6 +435,8 @@ def cmd_report(args) -> int:
           f"{len(view['alerts'])} alerts -> {out}", file=sys.stderr)
     if args.png:
         png_dir = out.rsplit(".", 1)[0] + "-png"
+        print("report: rendering one PNG per panel in headless Chromium...", file=sys.stderr,
+              flush=True)
         try:
             paths = write_pngs(out, png_dir)
         except RuntimeError as exc:

@@ -160,3 +160,23 @@ def test_live_dashboard_follows_the_demo(tmp_path, browser):
     finally:
         rc = demo.stop()
     assert rc in (0, 130), demo.output()
+
+
+def test_telltale_ui_finds_the_demo_store_and_stops_on_ctrl_c(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "telltale", "demo", "--rate", "0"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    ui = subprocess.Popen([sys.executable, "-m", "telltale", "ui", "--port", "0"], cwd=tmp_path,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ui.stdout.readline()
+        m = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/) \(local store (.*)\)", line)
+        assert m and m.group(2) == "telltale-data/demo", line
+        with urllib.request.urlopen(m.group(1) + "api/runs", timeout=10) as r:
+            runs = json.load(r)["runs"]
+        assert {r["run"] for r in runs} == {r.run for r in DEMO_RUNS} | {SERVE_RUN.run}
+        assert all(r["last_step"] == 600 for r in runs)
+    finally:
+        ui.send_signal(signal.SIGINT)
+        assert ui.wait(20) == 130

@@ -238,7 +238,32 @@
       if (h.steps[c] == null || !h.layers[r]) return;
       cv.title = h.layers[r] + " step " + h.steps[c] + ": " + fmt(h.z[r][c]);
     };
-    holder.appendChild(el("div", {cls: "heatmap"}, labels, cv));
+    var plot = el("div", {cls: "heatmap-plot"}, cv);
+    var axis = el("div", {cls: "heatmap-axis"});
+    axis.style.width = width + "px";
+    var nt = Math.min(6, h.steps.length);
+    for (var t = 0; t < nt; t++) {
+      var ci = Math.round(t * (h.steps.length - 1) / Math.max(1, nt - 1));
+      var tick = el("span", {text: String(h.steps[ci])});
+      tick.style.left = ((ci + 0.5) * cw) + "px";
+      axis.appendChild(tick);
+    }
+    plot.appendChild(axis);
+    // alerts on this family's layers: markers at their step
+    lastView.alerts.filter(function (a) {
+      return a.metric && a.metric.indexOf(h.family + "/") === 0;
+    }).forEach(function (a) {
+      var ci = 0;
+      while (ci < h.steps.length - 1 && h.steps[ci] < a.step) ci++;
+      var m = el("div", {cls: "alert-marker " + a.severity, "data-step": a.step,
+                         "data-metric": a.metric, "data-id": a.id,
+                         title: a.explanation || a.message});
+      m.style.left = ((ci + 0.5) * cw) + "px";
+      m.style.height = (h.layers.length * ROW) + "px";
+      m.onclick = function (ev) { ev.stopPropagation(); showAlert(a); };
+      plot.appendChild(m);
+    });
+    holder.appendChild(el("div", {cls: "heatmap"}, labels, plot));
     var notes = panel.querySelector(".notes");
     notes.innerHTML = "";
     notes.appendChild(el("p", {cls: "legend-scale", text: "steps " + h.steps[0] + "–" +
