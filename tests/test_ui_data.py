@@ -10,7 +10,7 @@ from telltale.config import Config
 from telltale.schema import encode_batch
 from telltale.sinks.local import LocalStore
 from telltale.streams.embedded import EmbeddedPipeline
-from telltale.ui.data import LocalSource, MemoryStore, _quote, build_view, open_alerts
+from telltale.ui.data import LocalSource, MemoryStore, _quote, build_view, incidents, open_alerts
 
 
 def run_events(store, run: str, events: list[dict]) -> None:
@@ -117,3 +117,18 @@ def test_open_alerts_follow_the_lifecycle_and_quotes_are_escaped():
     assert open_alerts([a, {**a, "state": "resolved"}]) == []
     assert open_alerts([{"id": "y", "severity": "critical"}])  # no lifecycle: open
     assert _quote("it's\\") == "'it\\'s\\\\'"
+
+
+def test_an_incident_with_a_lifecycle_is_one_marker_at_its_first_step():
+    mem = MemoryStore()
+    run_events(mem, "r4", loss_events())
+    base = next(a for a in mem.alerts["r4"] if a["step"] == 200)
+    life = [{**base, "state": "firing", "explanation": "loss jumped"},
+            {**base, "state": "updated", "step": 205, "explanation": "still high"},
+            {**base, "state": "resolved", "step": 210, "first_step": 200, "last_step": 210,
+             "explanation": "back to normal"}]
+    [one] = incidents(life)
+    assert (one["step"], one["last_step"], one["state"]) == (200, 210, "resolved")
+    v = build_view("r4", mem.points["r4"], life)
+    assert [(a["step"], a["explanation"]) for a in v["alerts"]] == [(200, "back to normal")]
+    assert open_alerts(life) == []

@@ -262,6 +262,26 @@ def open_alerts(alerts: list[dict]) -> list[dict]:
     return [a for a in last.values() if a.get("state") != "resolved"]
 
 
+def incidents(alerts: list[dict]) -> list[dict]:
+    """One record per incident (alert id): the latest record, placed at its first step.
+
+    With the alert lifecycle an incident is several records (firing, updated, resolved);
+    without it every record is its own incident.
+    """
+    first: dict = {}
+    last: dict = {}
+    for a in alerts:
+        key = a.get("id") or id(a)
+        first.setdefault(key, a)
+        last[key] = a
+    out = []
+    for key, a in last.items():
+        f = first[key]
+        step = a.get("first_step", f.get("step"))
+        out.append({**a, "step": step, "last_step": a.get("last_step", a.get("step"))})
+    return out
+
+
 def _run_summary(run, step, events, t0, t1, alerts, last_change) -> dict:
     live = time.time() - last_change < LIVE_SECONDS
     opened = open_alerts(alerts)
@@ -269,7 +289,7 @@ def _run_summary(run, step, events, t0, t1, alerts, last_change) -> dict:
     health = "critical" if "critical" in sev else "warning" if opened else "ok"
     return {"run": run, "status": "live" if live else "idle", "health": health,
             "last_step": step, "events": events, "first_ts": t0, "last_ts": t1,
-            "open_alerts": len(opened), "alerts": len(alerts)}
+            "open_alerts": len(opened), "alerts": len(incidents(alerts))}
 
 
 def explain(a: dict) -> str:
@@ -325,8 +345,7 @@ def build_view(run: str, pts: dict[str, list[dict]], alerts: list[dict], k: floa
             s["steps"].append(f.get("step"))
             s["values"].append(v)
             s["ts"].append(p["time"] / 1e9)
-    # non-finite values are not stored as fields: take them from the alerts (NaN markers)
-    alerts = sorted(alerts, key=lambda a: (a.get("step") or 0, a.get("metric") or ""))
+    alerts = sorted(incidents(alerts), key=lambda a: (a.get("step") or 0, a.get("metric") or ""))
     for a in alerts:
         a["explanation"] = explain(a)
     by_series_alerts = defaultdict(list)
