@@ -92,7 +92,7 @@ def full_screenshot(driver, path, height: int | None = None) -> None:
 
 def test_live_dashboard_follows_the_demo(tmp_path, browser):
     store = tmp_path / "store"
-    demo = Demo(store, rate=60)  # 600 steps in about 10 s
+    demo = Demo(store, rate=40)  # 600 steps in about 15 s
     try:
         url = demo.url()
         d = browser

@@ -74,6 +74,12 @@
     box.appendChild(el("div", {cls: "explanation", text: a.explanation || a.message}));
     if (a.cause) box.appendChild(el("div", null, el("b", {text: "Likely cause: "}), a.cause));
     if (a.action) box.appendChild(el("div", null, el("b", {text: "Next step: "}), a.action));
+    if (a.contributors && a.contributors.length) {
+      box.appendChild(el("div", null, el("b", {text: "Contributors: "}), a.contributors.join(", ")));
+    }
+    if (a.last_step != null && a.last_step !== a.step) {
+      box.appendChild(el("div", {cls: "muted", text: "steps " + a.step + "–" + a.last_step}));
+    }
     box.appendChild(el("div", {cls: "muted",
       text: a.detector + " detector, score " + fmt(a.score) + (a.state ? ", " + a.state : "") +
             ", id " + a.id}));
