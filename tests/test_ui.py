@@ -79,6 +79,28 @@ def js(driver, code: str, *args):
     return driver.execute_script(code, *args)
 
 
+def click(driver, css: str, timeout: float = 20.0):
+    """Click the element once it exists (retried while the page re-renders it)."""
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            e = driver.find_element("css selector", css)
+            js(driver, "arguments[0].scrollIntoView({block: 'center'})", e)
+            e.click()
+            return e
+        except (NoSuchElementException, StaleElementReferenceException,
+                ElementClickInterceptedException):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def full_screenshot(driver, path, height: int | None = None) -> None:
     """The whole page (or its top ``height`` pixels) as a PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,13 +143,9 @@ def test_live_dashboard_follows_the_demo(tmp_path, browser):
         alerts = [json.loads(x) for x in (store / "alerts.log.jsonl").open()]
         spike = next(a for a in alerts if a["run"] == "demo-spike" and a["metric"] == "loss"
                      and a["step"] == 300)
-        d.find_element("css selector", "tr.run-row[data-run='demo-spike']").click()
-        marker = wait_for(lambda: d.find_elements(
-            "css selector", "#panel-train-loss .alert-marker[data-step='300']"), timeout=20,
-            what="the spike's marker on the loss chart")[0]
+        click(d, "tr.run-row[data-run='demo-spike']")
+        marker = click(d, "#panel-train-loss .alert-marker[data-step='300']")
         assert marker.get_attribute("title") == explain(dict(spike))
-        js(d, "arguments[0].scrollIntoView({block: 'center'})", marker)
-        marker.click()
         detail = d.find_element("id", "alert-detail")
         assert detail.is_displayed()
         assert spike["message"] in detail.text and "step 300" in detail.text
@@ -142,7 +160,7 @@ def test_live_dashboard_follows_the_demo(tmp_path, browser):
         full_screenshot(d, ARTIFACTS / "ui-live-top.png", height=1500)
 
         # an inference run: its panels, and internals say they are absent
-        d.find_element("css selector", "tr.run-row[data-run='demo-serve']").click()
+        click(d, "tr.run-row[data-run='demo-serve']")
         wait_for(lambda: d.find_elements("css selector", "#panel-infer-latency canvas"),
                  timeout=20, what="the inference latency panel")
         text = d.find_element("id", "run").text

@@ -87,21 +87,28 @@
   }
 
   function markersPlugin(getAlerts) {
-    function place(u) {
-      var over = u.over;
-      Array.prototype.slice.call(over.querySelectorAll(".alert-marker")).forEach(function (m) {
-        m.remove();
-      });
+    function place(u) {  // markers persist across redraws: moved and updated, not rebuilt
+      var over = u.over, keep = {};
       getAlerts().forEach(function (a) {
         if (a.step == null) return;
         var x = u.valToPos(a.step, "x");
         if (!(x >= 0 && x <= over.clientWidth + 1)) return;
-        var m = el("div", {cls: "alert-marker " + a.severity, "data-step": a.step,
-                           "data-metric": a.metric, "data-id": a.id,
-                           title: a.explanation || a.message});
+        var key = a.id + "@" + a.metric;
+        keep[key] = true;
+        var m = over.querySelector('.alert-marker[data-key="' + CSS.escape(key) + '"]');
+        if (!m) {
+          m = el("div", {"data-key": key, "data-id": a.id});
+          over.appendChild(m);
+        }
+        m.className = "alert-marker " + a.severity;
+        m.setAttribute("data-step", a.step);
+        m.setAttribute("data-metric", a.metric);
+        m.title = a.explanation || a.message;
         m.style.left = x + "px";
         m.onclick = function (ev) { ev.stopPropagation(); showAlert(a); };
-        over.appendChild(m);
+      });
+      Array.prototype.slice.call(over.querySelectorAll(".alert-marker")).forEach(function (m) {
+        if (!keep[m.getAttribute("data-key")]) m.remove();
       });
     }
     return {hooks: {draw: [place]}};
@@ -431,28 +438,44 @@
 
   // -- live page ---------------------------------------------------------------------------
 
-  function renderRuns(doc) {
+  function renderRuns(doc) {  // rows are updated in place, so a click never hits a stale row
     document.getElementById("source").textContent = "data: " + doc.source;
     var nav = document.getElementById("runs");
-    nav.innerHTML = "";
+    var t = document.getElementById("runs-table");
     if (!doc.runs.length) {
+      nav.innerHTML = "";
       nav.appendChild(el("p", {cls: "muted", text: "No runs yet. Start a run, or 'telltale demo'."}));
       return;
     }
-    var t = el("table", {id: "runs-table"}, el("tr", null, el("th", {text: "run"}),
-      el("th", {text: "status"}), el("th", {text: "last step"}), el("th", {text: "open alerts"})));
+    if (!t) {
+      nav.innerHTML = "";
+      t = el("table", {id: "runs-table"}, el("tr", null, el("th", {text: "run"}),
+        el("th", {text: "status"}), el("th", {text: "last step"}), el("th", {text: "open alerts"})));
+      nav.appendChild(t);
+    }
+    var seen = {};
     doc.runs.forEach(function (r) {
-      var row = el("tr", {cls: "run-row" + (r.run === current ? " selected" : ""), "data-run": r.run},
-        el("td", {text: r.run}),
-        el("td", null, el("span", {cls: "badge " + r.status, text: r.status}), " ",
-           el("span", {cls: "badge " + r.health, text: r.health})),
-        el("td", {cls: "num", text: String(r.last_step)}),
-        el("td", {cls: "num", text: String(r.open_alerts)}));
-      row.onclick = function () { location.hash = encodeURIComponent(r.run); };
-      t.appendChild(row);
+      seen[r.run] = true;
+      var row = t.querySelector('tr.run-row[data-run="' + CSS.escape(r.run) + '"]');
+      if (!row) {
+        row = el("tr", {cls: "run-row", "data-run": r.run}, el("td", {text: r.run}), el("td"),
+                 el("td", {cls: "num"}), el("td", {cls: "num"}));
+        row.onclick = function () { location.hash = encodeURIComponent(r.run); };
+        t.appendChild(row);
+      }
+      row.classList.toggle("selected", r.run === current);
+      var st = row.cells[1];
+      st.innerHTML = "";
+      st.appendChild(el("span", {cls: "badge " + r.status, text: r.status}));
+      st.appendChild(document.createTextNode(" "));
+      st.appendChild(el("span", {cls: "badge " + r.health, text: r.health}));
+      row.cells[2].textContent = String(r.last_step);
+      row.cells[3].textContent = String(r.open_alerts);
     });
-    nav.appendChild(t);
-    if (!current && doc.runs.length) select(doc.runs[0].run);
+    Array.prototype.slice.call(t.querySelectorAll("tr.run-row")).forEach(function (row) {
+      if (!seen[row.getAttribute("data-run")]) row.remove();
+    });
+    if (!current) select(doc.runs[0].run);
   }
 
   function select(run) {
