@@ -6,6 +6,15 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/scripts/venv.sh" dev
 cd "$ROOT"
 
+# Headless Chromium for the dashboard and report tests (Debian's packages; installed once).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "setup: installing chromium and chromium-driver with apt (first time ~1 min)..." >&2
+  sudo=""; [[ $(id -u) == 0 ]] || sudo="sudo"
+  $sudo apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q \
+    chromium chromium-driver fonts-dejavu-core >&2
+fi
+
 was_running=0
 bash scripts/services.sh status >/dev/null 2>&1 && was_running=1
 eval "$(bash scripts/services.sh start)"   # fails loudly if a service cannot start

@@ -30,14 +30,18 @@ FLUSH_POINTS = 5000  # or sooner, once this many points wait
 MAX_PENDING_POINTS = 1_000_000  # kept in memory while InfluxDB is unreachable
 
 
-def build_app(cfg: Config) -> faust.App:
+def build_app(cfg: Config, ui: bool = False) -> faust.App:
+    """The worker app; ``ui`` serves the dashboard at /ui/ on 127.0.0.1:``cfg.web_port``."""
     app = faust.App(
         cfg.app_id,
         broker=f"kafka://{cfg.kafka}",
         store="memory://",
         datadir=cfg.data_dir,
         topic_partitions=cfg.partitions,
-        web_enabled=False,
+        web_enabled=ui,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        web_port=cfg.web_port,
         producer_max_request_size=4 * 1024 * 1024,
         consumer_auto_offset_reset="earliest",
     )
@@ -128,6 +132,9 @@ def build_app(cfg: Config) -> faust.App:
         log.warning("telltale worker consuming %s (%d partitions)", cfg.metrics_topic,
                     cfg.partitions)
 
+    if ui:
+        _dashboard_pages(app, cfg)
+
     @app.service
     class PointFlusher(mode.Service):
         """Writes the last pending points when the worker stops."""
@@ -140,7 +147,59 @@ def build_app(cfg: Config) -> faust.App:
     return app
 
 
-def run_worker(cfg: Config) -> None:
+def _dashboard_pages(app: faust.App, cfg: Config) -> None:
+    """The live dashboard on the worker's web server (data from InfluxDB)."""
+    import asyncio
+
+    from faust.web import View
+
+    from telltale.ui.data import InfluxSource
+    from telltale.ui.server import Dashboard
+
+    class _Source:  # InfluxDB, or a clear error on every API call when none is configured
+        def __init__(self):
+            self.influx = InfluxSource(cfg) if cfg.influx_url else None
+
+        def __getattr__(self, name):
+            if self.influx is None:
+                from telltale.ui.data import DataError
+
+                raise DataError("the worker has no InfluxDB (TELLTALE_INFLUX_URL) to read")
+            return getattr(self.influx, name)
+
+        def describe(self):
+            return self.influx.describe() if self.influx else "no InfluxDB configured"
+
+    dash = Dashboard(_Source())
+
+    def reply(view: View, res):
+        status, ctype, body = res
+        return view.bytes(body, content_type=ctype, status=status,
+                          headers={"Cache-Control": "no-store"})
+
+    @app.page("/ui/")
+    class DashboardPage(View):
+        async def get(self, request):
+            return reply(self, dash.page())
+
+    @app.page("/ui/static/{name:.+}")
+    class DashboardStatic(View):
+        async def get(self, request, name):
+            return reply(self, dash.static(name))
+
+    @app.page("/ui/api/runs")
+    class DashboardRuns(View):
+        async def get(self, request):
+            return reply(self, await asyncio.to_thread(dash.runs))
+
+    @app.page("/ui/api/run/{run}")
+    class DashboardRun(View):
+        async def get(self, request, run):
+            k = request.query.get("k")
+            return reply(self, await asyncio.to_thread(dash.run, run, k))
+
+
+def run_worker(cfg: Config, ui: bool = False) -> None:
     """Run a Faust worker in the foreground until interrupted."""
     from faust.worker import Worker
 
@@ -149,7 +208,7 @@ def run_worker(cfg: Config) -> None:
     ensure_topics(cfg)
     if cfg.influx_url:
         ensure_database(cfg)
-    app = build_app(cfg)
+    app = build_app(cfg, ui=ui)
 
 
     os.makedirs(cfg.data_dir, exist_ok=True)

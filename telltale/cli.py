@@ -21,7 +21,7 @@ def _common_kafka(p: argparse.ArgumentParser) -> None:
 
 def _config(args) -> Config:
     keys = ("kafka", "topic_prefix", "partitions", "app_id", "influx_url", "influx_db",
-            "store_dir", "log_level", "data_dir")
+            "store_dir", "log_level", "data_dir", "web_port")
     over = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if getattr(args, "windows", None):
         over["windows"] = tuple(w.strip() for w in args.windows.split(",") if w.strip())
@@ -34,14 +34,16 @@ def _config(args) -> Config:
 def cmd_demo(args) -> int:
     from telltale.embedded import format_alert
     from telltale.producers import CallableTransport, Monitor
-    from telltale.simulate import DEMO_RUNS, SimRun
+    from telltale.simulate import DEMO_RUNS, SERVE_RUN, SimRun
     from telltale.sinks.local import LocalStore
     from telltale.streams.embedded import EmbeddedPipeline
 
     cfg = _config(args)
     runs = [SimRun(r.run, r.fault, r.onset, steps=args.steps, seed=r.seed) for r in DEMO_RUNS]
+    s = SERVE_RUN
+    serve = SimRun(s.run, s.fault, s.onset, steps=args.steps, seed=s.seed)
     if args.publish:
-        return _demo_publish(cfg, args, runs)
+        return _demo_publish(cfg, args, runs, serve)
     store_dir = args.store_dir or os.path.join(cfg.store_dir, "demo")
     if os.path.isdir(store_dir):
         for name in os.listdir(store_dir):
@@ -66,15 +68,20 @@ def cmd_demo(args) -> int:
             notifier.submit(a)
 
     pipe = EmbeddedPipeline(cfg, store, on_alert=on_alert)
-    print(f"telltale demo: {len(runs)} simulated training runs × {args.steps} steps "
-          f"(embedded pipeline, no Kafka/InfluxDB; results in {store_dir}/)")
-    for r in runs:
+    try:
+        server = _start_ui(args, store_dir) if args.ui else None
+    except OSError as exc:
+        print(f"telltale demo --ui: {exc}", file=sys.stderr)
+        return 1
+    print(f"telltale demo: {len(runs)} simulated training runs × {args.steps} steps and one "
+          f"inference run (embedded pipeline, no Kafka/InfluxDB; results in {store_dir}/)")
+    for r in [*runs, serve]:
         what = f"{r.fault} at step {r.onset}" if r.fault else "clean"
         print(f"  {r.run:14} {what}")
     monitors = {r.run: Monitor(r.run, CallableTransport(pipe.submit), tags={"host": "demo"})
-                for r in runs}
+                for r in [*runs, serve]}
     t0 = time.perf_counter()
-    logged = _demo_log(runs, monitors, args.steps, args.rate)
+    logged = _demo_log(runs, monitors, args.steps, args.rate, serve)
     for m in monitors.values():
         m.close()
     pipe.drain()
@@ -87,18 +94,25 @@ def cmd_demo(args) -> int:
     dt = time.perf_counter() - t0
     n = pipe.counts["events"]
     print("\nsummary")
-    print(f"  events processed: {n} (logged {logged}; end markers {len(runs)})")
-    for r in runs:
+    print(f"  events processed: {n} (logged {logged}; end markers {len(monitors)})")
+    for r in [*runs, serve]:
         print(f"  {r.run:14} incidents: {alerts_by_run[r.run]}")
     print(f"  incidents: {sum(alerts_by_run.values())} ({pipe.counts['alerts']} alert records: "
           f"firing/updated/resolved), points stored: {pipe.counts['points']}")
     pace = f"paced at {args.rate:g} steps/s" if args.rate else "flat out"
     print(f"  throughput: {n / dt:,.0f} events/s over {dt:.2f} s ({pace})")
     print(f"  store: {store_dir}/ (metrics, window_stats, scores, alerts; alerts.log.jsonl)")
+    if server is not None:
+        print(f"dashboard still up at {server.url} (Ctrl-C to stop)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        finally:
+            server.stop()
     return 0
 
 
-def _demo_publish(cfg: Config, args, runs) -> int:
+def _demo_publish(cfg: Config, args, runs, serve) -> int:
     """Publish the simulated runs to Kafka, for a running worker to process."""
     from telltale.producers import KafkaTransport, Monitor
 
@@ -108,8 +122,8 @@ def _demo_publish(cfg: Config, args, runs) -> int:
     print(f"telltale demo: publishing {len(runs)} simulated runs to {cfg.metrics_topic} "
           f"on {cfg.kafka}; see the alerts with 'telltale alerts'")
     monitors = {r.run: Monitor(r.run, KafkaTransport(cfg.kafka, cfg.metrics_topic),
-                               tags={"host": "demo"}) for r in runs}
-    logged = _demo_log(runs, monitors, args.steps, args.rate)
+                               tags={"host": "demo"}) for r in [*runs, serve]}
+    logged = _demo_log(runs, monitors, args.steps, args.rate, serve)
     for m in monitors.values():
         m.close(timeout=60)
     undelivered = sum(m.stats()["queued"] for m in monitors.values())
@@ -117,11 +131,18 @@ def _demo_publish(cfg: Config, args, runs) -> int:
     return 0 if undelivered == 0 else 1
 
 
-def _demo_log(runs, monitors, steps: int, rate: float) -> int:
-    """Log the simulated runs step by step (paced at ``rate`` steps/s); returns events."""
-    from telltale.simulate import simulate
+def _demo_log(runs, monitors, steps: int, rate: float, serve=None) -> int:
+    """Log the simulated runs step by step (paced at ``rate`` steps/s); returns events.
+
+    Besides train/eval events: system events per rank, and ``serve``'s inference events.
+    """
+    from telltale.simulate import simulate, simulate_serve, simulate_system
 
     gens = {r.run: simulate(r) for r in runs}
+    side = {r.run: simulate_system(r) for r in runs}
+    if serve is not None:
+        side[serve.run] = simulate_serve(serve)
+    pending = {run: next(g, None) for run, g in side.items()}
     t0 = time.perf_counter()
     logged = 0
     next_report = t0
@@ -136,6 +157,13 @@ def _demo_log(runs, monitors, steps: int, rate: float) -> int:
                 logged += 1
                 if kind == "train" and s % 20 != 0:
                     break
+        for run, g in side.items():
+            while pending[run] is not None and pending[run][0] <= step:
+                s, ts, tags, metrics = pending[run]
+                kind = "infer" if serve is not None and run == serve.run else "system"
+                monitors[run].log(metrics, step=s, kind=kind, ts=ts, tags=tags)
+                logged += 1
+                pending[run] = next(g, None)
         if rate:
             time.sleep(max(0.0, t0 + step / rate - time.perf_counter()))
         now = time.perf_counter()
@@ -158,7 +186,11 @@ def cmd_worker(args) -> int:
         return 2
     from telltale.streams.app import run_worker
 
-    run_worker(cfg)
+    ui = args.ui or os.environ.get("TELLTALE_WORKER_UI", "") not in ("", "0")
+    if ui:
+        print(f"dashboard: http://127.0.0.1:{cfg.web_port}/ui/ (data from InfluxDB)",
+              file=sys.stderr, flush=True)
+    run_worker(cfg, ui=ui)
     return 0
 
 
@@ -435,7 +467,128 @@ def cmd_replay(args) -> int:
     return 0
 
 
+# -- ui / report ------------------------------------------------------------------------
+
+
+def _ui_source(args):
+    """InfluxDB when --influx-url / TELLTALE_INFLUX_URL is set (and no --store-dir), else
+    the local store (the demo's when the default store holds no runs of its own)."""
+    from telltale.ui.data import InfluxSource, LocalSource
+
+    cfg = _config(args)
+    if cfg.influx_url and not getattr(args, "store_dir", None):
+        return InfluxSource(cfg)
+    store = args.store_dir or cfg.store_dir
+    if not args.store_dir and not os.path.exists(os.path.join(store, "metrics.jsonl")):
+        demo = os.path.join(store, "demo")
+        if os.path.exists(os.path.join(demo, "metrics.jsonl")):
+            store = demo
+    return LocalSource(store)
+
+
+def _start_ui(args, store_dir=None):
+    from telltale.ui.data import LocalSource
+    from telltale.ui.server import UiServer
+
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        raise OSError("the dashboard needs aiohttp: pip install 'telltale[ui]'") from None
+
+    source = LocalSource(store_dir) if store_dir else _ui_source(args)
+    server = UiServer(source, host=args.host, port=args.port).start()
+    print(f"dashboard: {server.url} ({source.describe()})", flush=True)
+    return server
+
+
+def cmd_ui(args) -> int:
+    try:
+        server = _start_ui(args)
+    except OSError as exc:
+        print(f"telltale ui: {exc}", file=sys.stderr)
+        return 1
+    print("open it in a browser; Ctrl-C stops the server", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.stop()
+
+
+def _view_from_events(path: str, run: str, cfg: Config, k: float) -> dict:
+    """Run the embedded pipeline over an events file; the view of ``run``."""
+    from telltale.streams.embedded import EmbeddedPipeline
+    from telltale.ui.data import DataError, MemoryStore, build_view
+
+    if not os.path.isfile(path):
+        raise DataError(f"no events file {path}")
+    store = MemoryStore()
+    pipe = EmbeddedPipeline(cfg, store)
+    total, read, last = max(os.path.getsize(path), 1), 0, time.monotonic()
+    for r, payload in _read_batches(path):
+        read += len(payload)
+        pipe.handle(r, payload)
+        if time.monotonic() - last > 1.0:
+            print(f"report: processing {path}: {read / total:.0%}, "
+                  f"{pipe.counts['events']} events", file=sys.stderr, flush=True)
+            last = time.monotonic()
+    pipe.close()
+    if run not in store.points:
+        runs = ", ".join(sorted(store.points)) or "none"
+        raise DataError(f"run {run!r} is not in {path} (runs there: {runs})")
+    return build_view(run, store.points[run], store.alerts.get(run, []), k=k)
+
+
+def cmd_report(args) -> int:
+    from telltale.ui.data import DataError
+    from telltale.ui.report import render_html, write_pngs
+
+    out = args.out or f"report-{args.run}.html"
+    try:
+        if args.events:
+            view = _view_from_events(args.events, args.run, _config(args), args.k)
+            source = f"events file {args.events}"
+        else:
+            src = _ui_source(args)
+            source = src.describe()
+            view = src.run_view(args.run, k=args.k)
+            if view is None:
+                names = ", ".join(r["run"] for r in src.runs()) or "none"
+                raise DataError(f"no run {args.run!r} in {source} (runs there: {names}); "
+                                "--events FILE reads a file of events instead")
+    except DataError as exc:
+        print(f"telltale report: {exc}", file=sys.stderr)
+        return 2
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as f:
+            f.write(render_html(view, source))
+    except OSError as exc:
+        print(f"telltale report: cannot write {out}: {exc}", file=sys.stderr)
+        return 2
+    s = view["summary"]
+    print(f"report: {args.run}: steps {s['first_step']}-{s['last_step']}, "
+          f"{len(view['alerts'])} alerts -> {out}", file=sys.stderr)
+    if args.png:
+        png_dir = out.rsplit(".", 1)[0] + "-png"
+        print("report: rendering one PNG per panel in headless Chromium...", file=sys.stderr,
+              flush=True)
+        try:
+            paths = write_pngs(out, png_dir)
+        except RuntimeError as exc:
+            print(f"telltale report: --png: {exc}", file=sys.stderr)
+            return 1
+        print(f"report: {len(paths)} PNGs -> {png_dir}/", file=sys.stderr)
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------
+
+
+def _ui_address(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="dashboard address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765,
+                   help="dashboard port (default 8765; 0 = any free port)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -458,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(YAML/JSON; env TELLTALE_NOTIFY_CONFIG)")
     d.add_argument("--publish", action="store_true",
                    help="publish the runs to Kafka for a worker instead of running embedded")
+    d.add_argument("--ui", action="store_true",
+                   help="serve the live dashboard while the demo runs (and after, until Ctrl-C)")
+    _ui_address(d)
     _common_kafka(d)
     d.set_defaults(func=cmd_demo)
 
@@ -472,6 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--data-dir", help="worker's local data dir (default .telltale-worker)")
     w.add_argument("--windows", help="window specs, e.g. step:100,step:100/50,time:60s")
     w.add_argument("--log-level", help="debug|info|warning|error (default warning)")
+    w.add_argument("--ui", action="store_true", help="serve the live dashboard at "
+                   "http://127.0.0.1:PORT/ui/ (env TELLTALE_WORKER_UI=1; PORT from "
+                   "--web-port / TELLTALE_WEB_PORT, default 6066)")
+    w.add_argument("--web-port", type=int, help="the worker's web server port (default 6066)")
     w.set_defaults(func=cmd_worker)
 
     a = sub.add_parser("alerts", help="tail the alert topic (filters, pretty or --json)",
@@ -542,6 +702,34 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="output CSV timestamp,value,anomaly_score "
                    "(default SERIES.scores.csv)")
     c.set_defaults(func=cmd_score)
+
+    u = sub.add_parser("ui", help="live dashboard on 127.0.0.1: runs, charts, alerts",
+                       description="Serve the live dashboard. Data comes from InfluxDB when "
+                       "--influx-url / TELLTALE_INFLUX_URL is set, else from the local store "
+                       "(embedded mode; the demo's store when the default one is empty).")
+    _ui_address(u)
+    u.add_argument("--store-dir", help="local store to show (default telltale-data, or "
+                   "telltale-data/demo after 'telltale demo')")
+    u.add_argument("--influx-url", help="InfluxDB URL (env TELLTALE_INFLUX_URL)")
+    u.add_argument("--influx-db", help="database (env TELLTALE_INFLUX_DB, default telltale)")
+    u.set_defaults(func=cmd_ui)
+
+    rp = sub.add_parser("report", help="one run as a self-contained HTML report (--png too)",
+                        description="Write one run's summary, charts and alerts as a single "
+                        "HTML file that opens with no server. Data: --events FILE (run "
+                        "through the embedded pipeline), else InfluxDB or the local store "
+                        "as for 'telltale ui'.")
+    rp.add_argument("run", help="run id")
+    rp.add_argument("--out", help="HTML file (default report-RUN.html)")
+    rp.add_argument("--png", action="store_true",
+                    help="also one PNG per panel in OUT-png/ (headless Chromium)")
+    rp.add_argument("--events", help="JSONL events file (the trainfaults format)")
+    rp.add_argument("--k", type=float, default=3.0, help="band width: mean ± k·std (default 3)")
+    rp.add_argument("--store-dir", help="local store to read")
+    rp.add_argument("--influx-url", help="InfluxDB URL (env TELLTALE_INFLUX_URL)")
+    rp.add_argument("--influx-db", help="database (env TELLTALE_INFLUX_DB, default telltale)")
+    rp.add_argument("--windows", help="window specs (with --events)")
+    rp.set_defaults(func=cmd_report)
 
     r = sub.add_parser("replay", help="publish a JSONL file of events with the producer library")
     r.add_argument("events")

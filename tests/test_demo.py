@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from telltale.simulate import DEMO_RUNS
+from telltale.simulate import DEMO_RUNS, SERVE_RUN, simulate, simulate_serve, simulate_system
 
 
 def test_demo_runs_embedded_and_reports(tmp_path):
@@ -15,7 +15,7 @@ def test_demo_runs_embedded_and_reports(tmp_path):
     assert "progress: step 600/600" in out and "summary" in out and "events/s" in out
     alerts = [json.loads(x) for x in (tmp_path / "store" / "alerts.log.jsonl").open()]
     runs = {a["run"] for a in alerts}
-    faulty = {r.run for r in DEMO_RUNS if r.fault}
+    faulty = {r.run for r in (*DEMO_RUNS, SERVE_RUN) if r.fault}
     assert runs == faulty  # the clean run stays quiet
     tags = {"firing": "FIRING", "updated": "UPDATE", "resolved": "OK    "}
     for a in alerts:
@@ -28,4 +28,6 @@ def test_demo_runs_embedded_and_reports(tmp_path):
     assert sorted(a["id"] for a in alerts if a["state"] == "firing") == \
         sorted(a["id"] for a in alerts if a["state"] == "resolved")
     metrics = (tmp_path / "store" / "metrics.jsonl").read_text().splitlines()
-    assert len(metrics) == 4 * (600 + 30)  # every train and eval event is stored
+    n = sum(len(list(simulate(r))) + len(list(simulate_system(r))) for r in DEMO_RUNS)
+    assert n == 4 * (600 + 30 + 120 * 4)  # train, eval, system events of 4 ranks every 5 steps
+    assert len(metrics) == n + len(list(simulate_serve()))  # every event is stored

@@ -150,7 +150,7 @@ def test_three_runs_end_to_end(kafka_config, start_worker):
     # `telltale alerts` shows the same alerts, as JSON and pretty
     def tail(*flags):
         proc = subprocess.run([sys.executable, "-m", "telltale", "alerts", "--from-beginning",
-                               "--timeout", "3", *flags], env=config_env(cfg),
+                               "--timeout", "8", *flags], env=config_env(cfg),
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.splitlines()

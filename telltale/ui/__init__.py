@@ -1,0 +1,1 @@
+"""Live dashboard, run reports and their data access (local store or InfluxDB)."""

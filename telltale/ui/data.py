@@ -1,0 +1,620 @@
+"""Where the dashboard's data comes from: the local store (embedded mode) or InfluxDB.
+
+Both sources hand :func:`build_view` the same thing: a run's points per measurement
+(``{"measurement", "tags", "fields", "time"}`` dicts, as the local store writes them) and
+its alert records. :func:`build_view` turns them into the JSON document the page draws.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+
+import numpy as np
+
+from telltale.config import Config
+
+MEASUREMENTS = ("metrics", "window_stats", "scores", "alerts")
+INTERNAL_FAMILIES = ("grad_norm", "param_norm", "update_ratio", "act_mean", "act_std",
+                     "act_zero_frac", "attn_entropy")
+RESOURCE_TRAIN_METRICS = ("step_time_s", "sync_wait_s", "samples_per_s")
+INFER_BUCKET = 20  # requests per latency-percentile bucket
+MAX_POINTS = 2000  # per series sent to the page
+LIVE_SECONDS = 10.0  # a run is "live" while new data arrived this recently
+DRIFT_METRICS = ("latency_ms", "ttft_ms", "tokens_per_s")  # their scores = the drift panel
+DRIFT_CAP = 50.0  # scores are clipped to ±this in the drift panel
+
+
+class DataError(RuntimeError):
+    """The data source cannot be read; the message says what to do."""
+
+
+# -- sources ---------------------------------------------------------------------------
+
+
+class LocalSource:
+    """Reads the embedded mode's local store (``<dir>/<measurement>.jsonl``), incrementally.
+
+    Each poll reads only what was appended since the last one; a truncated file (a new
+    demo in the same directory) is read again from the start.
+    """
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._files: dict[str, tuple[int, int]] = {}  # name -> (inode, offset)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.points: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+        self.alerts: dict[str, list[dict]] = defaultdict(list)
+        self.seen: dict[str, tuple[int, float]] = {}  # run -> (points, wall time of change)
+
+    def describe(self) -> str:
+        return f"local store {self.directory}"
+
+    def _read_new(self, name: str) -> list[dict]:
+        path = os.path.join(self.directory, f"{name}.jsonl")
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return []
+        ino, off = self._files.get(name, (st.st_ino, 0))
+        if ino != st.st_ino or st.st_size < off:
+            raise _Truncated
+        out = []
+        with open(path, "rb") as f:
+            f.seek(off)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a half-written last line waits for the next poll
+        for line in data[:end].splitlines():
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        self._files[name] = (st.st_ino, off + end)
+        return out
+
+    def refresh(self) -> None:
+        with self._lock:
+            if not os.path.isdir(self.directory):
+                raise DataError(f"no local store at {self.directory}: run 'telltale demo' "
+                                "or pass --store-dir DIR (where your runs' data is)")
+            try:
+                self._refresh()
+            except _Truncated:
+                self._files.clear()
+                self._reset()
+                self._refresh()
+            now = time.time()
+            for run, per in self.points.items():
+                n = sum(len(v) for v in per.values())
+                if self.seen.get(run, (-1, 0))[0] != n:
+                    self.seen[run] = (n, now)
+
+    def _refresh(self) -> None:
+        for m in MEASUREMENTS:
+            for p in self._read_new(m):
+                run = p.get("tags", {}).get("run")
+                if run:
+                    self.points[run][m].append(p)
+        for a in self._read_new("alerts.log"):
+            if a.get("run"):
+                self.alerts[a["run"]].append(a)
+
+    def runs(self) -> list[dict]:
+        self.refresh()
+        with self._lock:
+            out = []
+            for run, per in self.points.items():
+                mets = per.get("metrics", [])
+                if not mets:
+                    continue
+                out.append(_run_summary(run, mets[-1]["fields"].get("step"), len(mets),
+                                        mets[0]["time"] / 1e9, mets[-1]["time"] / 1e9,
+                                        self.alerts.get(run, []), self.seen[run][1]))
+            return sorted(out, key=lambda r: r["run"])
+
+    def run_view(self, run: str, k: float = 3.0) -> dict | None:
+        self.refresh()
+        with self._lock:
+            per = self.points.get(run)
+            if not per or not per.get("metrics"):
+                return None
+            pts = {m: list(v) for m, v in per.items()}
+            alerts = list(self.alerts.get(run, []))
+            seen = self.seen[run][1]
+        return build_view(run, pts, alerts, k=k, last_change=seen)
+
+
+class _Truncated(Exception):
+    pass
+
+
+class InfluxSource:
+    """Reads InfluxDB 1.8 with InfluxQL over HTTP (the same queries Chronograf runs)."""
+
+    def __init__(self, cfg: Config):
+        if not cfg.influx_url:
+            raise DataError("no InfluxDB configured: set TELLTALE_INFLUX_URL or pass "
+                            "--influx-url (or --store-dir for the embedded local store)")
+        self.cfg = cfg
+        self.seen: dict[str, tuple[int, float]] = {}
+
+    def describe(self) -> str:
+        return f"InfluxDB {self.cfg.influx_url} database {self.cfg.influx_db}"
+
+    def query(self, q: str) -> list[dict]:
+        """Series of the first statement's result (``[]`` when nothing matched)."""
+        url = f"{self.cfg.influx_url}/query?" + urllib.parse.urlencode(
+            {"db": self.cfg.influx_db, "q": q, "epoch": "ns"})
+        req = urllib.request.Request(url)
+        if self.cfg.influx_token:
+            req.add_header("Authorization", f"Token {self.cfg.influx_token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                doc = json.load(resp)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"InfluxDB at {self.cfg.influx_url} did not answer ({exc}); "
+                            "check TELLTALE_INFLUX_URL or start it (scripts/services.sh "
+                            "start)") from None
+        res = doc.get("results", [{}])[0]
+        if "error" in res:
+            raise DataError(f"InfluxDB query failed: {res['error']} ({q})")
+        return res.get("series", [])
+
+    def _points(self, measurement: str, where: str) -> list[dict]:
+        out = []
+        for s in self.query(f'SELECT * FROM "{measurement}" WHERE {where} GROUP BY *'):
+            tags = s.get("tags", {})
+            cols = s["columns"]
+            for row in s["values"]:
+                fields = {c: v for c, v in zip(cols[1:], row[1:], strict=True) if v is not None}
+                out.append({"measurement": measurement, "tags": tags, "fields": fields,
+                            "time": row[0]})
+        out.sort(key=lambda p: p["time"])
+        return out
+
+    def runs(self) -> list[dict]:
+        first = {s["tags"]["run"]: s["values"][0] for s in self.query(
+            'SELECT first("step"), count("step") FROM "metrics" GROUP BY "run"')}
+        last = {s["tags"]["run"]: s["values"][0] for s in self.query(
+            'SELECT last("step") FROM "metrics" GROUP BY "run"')}
+        alerts = defaultdict(list)
+        for p in self._points("alerts", "time > 0"):
+            alerts[p["tags"]["run"]].append(_alert_from_point(p))
+        out, now = [], time.time()
+        for run, (t0, _, n) in first.items():
+            t1, step = last[run]
+            if self.seen.get(run, (-1, 0))[0] != n:
+                self.seen[run] = (n, now)
+            out.append(_run_summary(run, step, n, t0 / 1e9, t1 / 1e9, alerts[run],
+                                    self.seen[run][1]))
+        return sorted(out, key=lambda r: r["run"])
+
+    def run_view(self, run: str, k: float = 3.0) -> dict | None:
+        where = f'"run" = {_quote(run)}'
+        pts = {m: self._points(m, where) for m in ("metrics", "window_stats", "scores")}
+        if not pts["metrics"]:
+            return None
+        alerts = [_alert_from_point(p) for p in self._points("alerts", where)]
+        n = len(pts["metrics"])
+        if self.seen.get(run, (-1, 0))[0] != n:
+            self.seen[run] = (n, time.time())
+        return build_view(run, pts, alerts, k=k, last_change=self.seen[run][1])
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _alert_from_point(p: dict) -> dict:
+    t, f = p["tags"], p["fields"]
+    a = {"id": f.get("id"), "run": t.get("run"), "metric": t.get("metric"),
+         "rank": t.get("rank", "0"), "detector": t.get("detector"),
+         "severity": t.get("severity"), "step": f.get("step"), "score": f.get("score"),
+         "message": f.get("message", ""), "ts": p["time"] / 1e9}
+    for key in ("state", "explanation", "cause", "action"):
+        if key in f or key in t:
+            a[key] = f.get(key, t.get(key))
+    return a
+
+
+class MemoryStore:
+    """Collects the embedded pipeline's output in memory (for reports from an events file)."""
+
+    def __init__(self):
+        self.points: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+        self.alerts: dict[str, list[dict]] = defaultdict(list)
+        self.deadletters: list[dict] = []
+
+    def write_points(self, points) -> None:
+        for p in points:
+            self.points[p.tags["run"]][p.measurement].append(p.to_dict())
+
+    def write_alerts(self, alerts) -> None:
+        for a in alerts:
+            self.alerts[a["run"]].append(a)
+
+    def write_deadletters(self, records) -> None:
+        self.deadletters.extend(records)
+
+    def flush(self) -> None:
+        pass
+
+
+# -- the view ---------------------------------------------------------------------------
+
+
+def open_alerts(alerts: list[dict]) -> list[dict]:
+    """Latest record of each incident (by id) that is not resolved."""
+    last: dict = {}
+    for a in alerts:
+        last[a.get("id") or id(a)] = a
+    return [a for a in last.values() if a.get("state") != "resolved"]
+
+
+def incidents(alerts: list[dict]) -> list[dict]:
+    """One record per incident (alert id): the latest record, placed at its first step.
+
+    With the alert lifecycle an incident is several records (firing, updated, resolved);
+    without it every record is its own incident.
+    """
+    first: dict = {}
+    last: dict = {}
+    for a in alerts:
+        key = a.get("id") or id(a)
+        first.setdefault(key, a)
+        last[key] = a
+    out = []
+    for key, a in last.items():
+        f = first[key]
+        step = a.get("first_step", f.get("step"))
+        out.append({**a, "step": step, "last_step": a.get("last_step", a.get("step"))})
+    return out
+
+
+def _run_summary(run, step, events, t0, t1, alerts, last_change) -> dict:
+    live = time.time() - last_change < LIVE_SECONDS
+    opened = open_alerts(alerts)
+    sev = {a.get("severity") for a in opened}
+    health = "critical" if "critical" in sev else "warning" if opened else "ok"
+    return {"run": run, "status": "live" if live else "idle", "health": health,
+            "last_step": step, "events": events, "first_ts": t0, "last_ts": t1,
+            "open_alerts": len(opened), "alerts": len(incidents(alerts))}
+
+
+def explain(a: dict) -> str:
+    """The alert's explanation, or one made from its message and window stats."""
+    if a.get("explanation"):
+        return a["explanation"]
+    st = a.get("stats") or {}
+    parts = [a.get("message", "")]
+    if "mean" in st and "std" in st and "mean" not in parts[0]:
+        n = f" over {st['n']} values" if "n" in st else ""
+        parts.append(f"normal: mean {st['mean']:.4g} ± {st['std']:.4g}{n}")
+    rank = f" rank {a['rank']}" if str(a.get("rank", "0")) != "0" else ""
+    parts.append(f"{a.get('detector')} detector, {a.get('severity')}, step {a.get('step')}"
+                 f"{rank}")
+    return "; ".join(p for p in parts if p)
+
+
+def _num(v):
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _decimate(n: int, keep: set[int] | None = None) -> np.ndarray:
+    if n <= MAX_POINTS:
+        return np.arange(n)
+    idx = set(np.linspace(0, n - 1, MAX_POINTS).astype(int).tolist())
+    return np.asarray(sorted(idx | (keep or set())))
+
+
+def _family(metric: str) -> tuple[str, str] | None:
+    fam, sep, layer = metric.partition("/")
+    return (fam, layer) if sep and fam in INTERNAL_FAMILIES and layer else None
+
+
+def build_view(run: str, pts: dict[str, list[dict]], alerts: list[dict], k: float = 3.0,
+               last_change: float | None = None) -> dict:
+    """The page's document for one run: summary, panels, alerts (all JSON-able)."""
+    metrics = pts.get("metrics", [])
+    # series[(metric, rank)] = (kind, host, steps, values)
+    series: dict[tuple[str, str], dict] = {}
+    for p in metrics:
+        t, f = p["tags"], p["fields"]
+        kind, rank = t.get("kind", "train"), str(t.get("rank", "0"))
+        for name, v in f.items():
+            if name in ("step", "nonfinite") or isinstance(v, str):
+                continue
+            s = series.get((name, rank))
+            if s is None:
+                s = series[(name, rank)] = {"kind": kind, "host": t.get("host") or t.get("node"),
+                                            "steps": [], "values": [], "ts": []}
+            s["steps"].append(f.get("step"))
+            s["values"].append(v)
+            s["ts"].append(p["time"] / 1e9)
+    alerts = sorted(incidents(alerts), key=lambda a: (a.get("step") or 0, a.get("metric") or ""))
+    for a in alerts:
+        a["explanation"] = explain(a)
+    by_series_alerts = defaultdict(list)
+    for a in alerts:
+        by_series_alerts[(a.get("metric"), str(a.get("rank", "0")))].append(a)
+
+    bands = _bands(pts.get("window_stats", []))
+    scores = _scores(pts.get("scores", []))
+
+    training, internals, resources, infer = [], defaultdict(dict), defaultdict(list), {}
+    by_metric: dict[str, list[str]] = defaultdict(list)
+    for name, rank in series:
+        by_metric[name].append(rank)
+    for name in sorted(by_metric, key=_panel_order):
+        ranks = sorted(by_metric[name], key=_rank_key)
+        kind = series[(name, ranks[0])]["kind"]
+        fam = _family(name)
+        if fam is not None:
+            s = series[(name, ranks[0])]
+            internals[fam[0]][fam[1]] = (s["steps"], s["values"])
+        elif kind == "system" or name in RESOURCE_TRAIN_METRICS:
+            resources[name] = [_line(series[(name, r)], r) for r in ranks]
+        elif kind == "infer":
+            infer[name] = series[(name, ranks[0])]
+        else:
+            training.append(_training_panel(name, ranks, series, bands, scores,
+                                            by_series_alerts, k))
+    all_steps = [s for v in series.values() for s in v["steps"] if s is not None]
+    all_ts = [t for v in series.values() for t in v["ts"]]
+    t0, t1 = (min(all_ts), max(all_ts)) if all_ts else (None, None)
+    return {
+        "run": run, "k": k,
+        "status": ("live" if last_change and time.time() - last_change < LIVE_SECONDS
+                   else "idle"),
+        "summary": _summary(series, metrics, alerts, all_steps, t0, t1),
+        "training": training,
+        "internals": [_heatmap(f, layers) for f, layers in sorted(internals.items())],
+        "resources": [_resource_panel(name, lines) for name, lines in resources.items()],
+        "inference": _inference(infer, scores, by_series_alerts) if infer else None,
+        "alerts": alerts,
+    }
+
+
+_FIRST = ("loss", "val_loss", "accuracy", "val_accuracy", "grad_norm", "param_norm",
+          "update_ratio", "lr")
+
+
+def _panel_order(name: str):
+    return (_FIRST.index(name) if name in _FIRST else len(_FIRST), name)
+
+
+def _rank_key(r: str):
+    return (0, int(r)) if r.isdigit() else (1, r)
+
+
+def _bands(window_points: list[dict]) -> dict:
+    """(metric, rank) -> sorted (last_step, mean, std) of the finest step window."""
+    by = defaultdict(lambda: defaultdict(list))
+    for p in window_points:
+        t, f = p["tags"], p["fields"]
+        w = t.get("window", "")
+        if not w.startswith("step:"):
+            continue
+        by[(t.get("metric"), str(t.get("rank", "0")))][w].append(
+            (f.get("last_step"), f.get("mean"), f.get("std")))
+    out = {}
+    for key, per in by.items():
+        w = min(per, key=lambda w: _window_hop(w))
+        out[key] = sorted(x for x in per[w] if x[0] is not None)
+    return out
+
+
+def _window_hop(w: str) -> int:
+    spec = w.split(":", 1)[1]
+    size, _, hop = spec.partition("/")
+    try:
+        return int(hop or size)
+    except ValueError:
+        return 1 << 30
+
+
+def _scores(score_points: list[dict]) -> dict:
+    """(metric, rank) -> {detector: {step: score}}."""
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for p in score_points:
+        t, f = p["tags"], p["fields"]
+        key = (t.get("metric"), str(t.get("rank", "0")))
+        step = f.get("step")
+        for det, v in f.items():
+            if det != "step" and not isinstance(v, str):
+                out[key][det][step] = v
+    return out
+
+
+def _line(s: dict, rank: str) -> dict:
+    idx = _decimate(len(s["steps"]))
+    host = s.get("host")
+    return {"label": f"{host} rank {rank}" if host else f"rank {rank}", "rank": rank,
+            "steps": [s["steps"][i] for i in idx],
+            "values": [_num(s["values"][i]) for i in idx]}
+
+
+def _training_panel(name, ranks, series, bands, scores, alerts_by, k) -> dict:
+    focus = max(ranks, key=lambda r: (len(alerts_by.get((name, r), [])), r == "0"))
+    fs = series[(name, focus)]
+    missing = {a.get("step") for a in alerts_by.get((name, focus), [])} - set(fs["steps"])
+    if missing:  # non-finite values are not stored: give their alerts a place on the x axis
+        pairs = sorted([*zip(fs["steps"], fs["values"], strict=True),
+                        *((st, None) for st in missing if st is not None)],
+                       key=lambda x: x[0])
+        fs = {**fs, "steps": [x[0] for x in pairs], "values": [x[1] for x in pairs]}
+    steps = np.asarray(fs["steps"], dtype=float)
+    alerts = [a for r in ranks for a in alerts_by.get((name, r), [])]
+    keep = {int(i) for a in alerts for i in np.flatnonzero(steps == a.get("step"))}
+    idx = _decimate(len(steps), keep)
+    lines = []
+    for r in ranks:
+        s = series[(name, r)]
+        if r == focus:
+            vals = [_num(fs["values"][i]) for i in idx]
+        else:  # align other ranks on the focus rank's steps
+            m = dict(zip(s["steps"], s["values"], strict=True))
+            vals = [_num(m.get(fs["steps"][i])) for i in idx]
+        lines.append({"label": f"rank {r}" if len(ranks) > 1 else name, "values": vals})
+    xs = [fs["steps"][i] for i in idx]
+    lo = hi = mean = None
+    band = bands.get((name, focus))
+    if band:  # the last closed window before each step: what "normal" was at that step
+        ends = np.asarray([b[0] for b in band], dtype=float)
+        pos = np.searchsorted(ends, np.asarray(xs, dtype=float), side="left") - 1
+        mean, lo, hi = [], [], []
+        for p in pos.tolist():
+            if p < 0 or band[p][1] is None:
+                mean.append(None), lo.append(None), hi.append(None)
+                continue
+            m, sd = band[p][1], band[p][2] or 0.0
+            mean.append(m), lo.append(m - k * sd), hi.append(m + k * sd)
+    sc = {}
+    for det, per in scores.get((name, focus), {}).items():
+        if det != "nonfinite":  # 0 or 1: its alerts are the markers already
+            sc[det] = [_num(per.get(x)) for x in xs]
+    return {"metric": name, "kind": fs["kind"], "focus_rank": focus, "steps": xs,
+            "lines": lines, "band": {"mean": mean, "lo": lo, "hi": hi} if band else None,
+            "scores": sc, "alert_ids": [a.get("id") for a in alerts]}
+
+
+def _heatmap(family: str, layers: dict) -> dict:
+    names = sorted(layers)
+    steps = sorted({s for st, _ in layers.values() for s in st})
+    if len(steps) > 400:
+        steps = steps[:: math.ceil(len(steps) / 400)]
+    pos = {s: i for i, s in enumerate(steps)}
+    z = []
+    for name in names:
+        row = [None] * len(steps)
+        for s, v in zip(*layers[name], strict=True):
+            if s in pos:
+                row[pos[s]] = _num(v)
+        z.append(row)
+    return {"family": family, "layers": names, "steps": steps, "z": z}
+
+
+def _resource_panel(name: str, lines: list[dict]) -> dict:
+    meds = {ln["label"]: float(np.median([v for v in ln["values"] if v is not None]))
+            for ln in lines if any(v is not None for v in ln["values"])}
+    stragglers = []
+    if len(meds) > 2:
+        mid = float(np.median(list(meds.values())))
+        for label, m in meds.items():
+            if mid and abs(m - mid) / abs(mid) > 0.2:
+                stragglers.append(label)
+    steps = sorted({s for ln in lines for s in ln["steps"]})
+    aligned = []
+    for ln in lines:
+        m = dict(zip(ln["steps"], ln["values"], strict=True))
+        aligned.append({"label": ln["label"], "values": [m.get(s) for s in steps],
+                        "median": meds.get(ln["label"])})
+    return {"metric": name, "steps": steps, "lines": aligned, "outliers": stragglers}
+
+
+def _inference(infer: dict, scores: dict, alerts_by) -> dict:
+    lat = infer.get("latency_ms")
+    base = lat or next(iter(infer.values()))
+    steps = base["steps"]
+    out: dict = {"steps": [], "series": {}}
+    buckets = range(0, len(steps), INFER_BUCKET)
+    out["steps"] = [steps[min(i + INFER_BUCKET, len(steps)) - 1] for i in buckets]
+
+    def per_bucket(name, fn):
+        s = infer.get(name)
+        if s is None:
+            return None
+        v = np.asarray([x if x is not None else np.nan for x in s["values"]], dtype=float)
+        return [_num(fn(v[i:i + INFER_BUCKET])) if np.isfinite(v[i:i + INFER_BUCKET]).any()
+                else None for i in buckets]
+
+    with np.errstate(all="ignore"):
+        out["series"] = {k: v for k, v in {
+            "latency p50 ms": per_bucket("latency_ms", lambda a: np.nanpercentile(a, 50)),
+            "latency p99 ms": per_bucket("latency_ms", lambda a: np.nanpercentile(a, 99)),
+            "error rate": per_bucket("error", np.nanmean),
+            "tokens/s": per_bucket("tokens_per_s", np.nanmean),
+            "ttft p50 ms": per_bucket("ttft_ms", lambda a: np.nanpercentile(a, 50)),
+        }.items() if v is not None}
+    drift = {}
+    for name in DRIFT_METRICS:
+        for det, per in scores.get((name, "0"), {}).items() if name in infer else ():
+            if det in ("nonfinite", "spikerate"):
+                continue
+            vals = [_num(per.get(s)) for s in steps]
+            drift[f"{name} {det}"] = [None if v is None else max(-DRIFT_CAP, min(DRIFT_CAP, v))
+                                      for v in vals]
+    idx = _decimate(len(steps))
+    out["drift"] = {"steps": [steps[i] for i in idx],
+                    "series": {k: [v[i] for i in idx] for k, v in drift.items()}}
+    out["alert_ids"] = [a.get("id") for n in infer for a in alerts_by.get((n, "0"), [])]
+    return out
+
+
+_LOWER_IS_BETTER = ("loss", "perplexity", "error")
+_HIGHER_IS_BETTER = ("acc", "f1", "auc", "bleu")
+
+
+def _summary(series, metrics, alerts, all_steps, t0, t1) -> dict:
+    rows = []
+    for (name, rank), s in sorted(series.items(), key=lambda x: (_panel_order(x[0][0]),
+                                                                   _rank_key(x[0][1]))):
+        if (_family(name) is not None or s["kind"] not in ("train", "eval")
+                or name in RESOURCE_TRAIN_METRICS):
+            continue
+        vals = np.asarray([v for v in s["values"] if v is not None], dtype=float)
+        fin = np.isfinite(vals)
+        if not fin.any():
+            continue
+        lower = any(w in name for w in _LOWER_IS_BETTER)
+        row = {"metric": name, "rank": rank, "kind": s["kind"],
+               "final": _num(s["values"][-1]), "final_step": s["steps"][-1],
+               "best": None, "best_step": None, "goal": None}
+        if lower or any(w in name for w in _HIGHER_IS_BETTER):  # no "best" lr or norm
+            fv = vals[fin]
+            best_i = int(np.argmin(fv) if lower else np.argmax(fv))
+            fsteps = [st for st, v in zip(s["steps"], s["values"], strict=True)
+                      if v is not None and math.isfinite(v)]
+            row.update(best=_num(fv[best_i]), best_step=fsteps[best_i],
+                       goal="min" if lower else "max")
+        rows.append(row)
+    rows = _collapse_ranks(rows)
+    sev = defaultdict(int)
+    for a in alerts:
+        sev[a.get("severity")] += 1
+    return {"events": len(metrics), "first_step": min(all_steps) if all_steps else None,
+            "last_step": max(all_steps) if all_steps else None, "start_ts": t0, "end_ts": t1,
+            "duration_s": (t1 - t0) if t0 is not None else None, "metrics": rows,
+            "alerts": dict(sev), "nonfinite_events": sum(
+                1 for p in metrics if p["fields"].get("nonfinite"))}
+
+
+def _collapse_ranks(rows: list[dict]) -> list[dict]:
+    """One row for a metric whose ranks all agree (global values such as grad_norm or lr)."""
+    by: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by[r["metric"]].append(r)
+    out = []
+    for r in rows:
+        group = by[r["metric"]]
+        if len(group) > 1 and all(g["final"] == group[0]["final"] and g["best"] == group[0]["best"]
+                                  for g in group):
+            if r is group[0]:
+                out.append({**r, "rank": f"all {len(group)}"})
+        else:
+            out.append(r)
+    return out
