@@ -16,12 +16,14 @@ from telltale.detectors.divergence import Divergence
 from telltale.detectors.growth import Growth
 from telltale.detectors.jump import Jump
 from telltale.detectors.levelshift import LevelShift
+from telltale.detectors.likelihood import LikelihoodEnsemble
 from telltale.detectors.nonfinite import NonFinite
 from telltale.detectors.spikerate import SpikeRate
 from telltale.detectors.zscore import RollingZScore
 
 REGISTRY: dict[str, type[Detector]] = {
-    d.name: d for d in (NonFinite, RollingZScore, Divergence, LevelShift, SpikeRate, Jump, Growth)
+    d.name: d for d in (NonFinite, RollingZScore, Divergence, LevelShift, SpikeRate, Jump, Growth,
+                        LikelihoodEnsemble)
 }
 
 _NF = ("nonfinite", {})
