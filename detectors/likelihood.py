@@ -4,9 +4,13 @@ likelihood, combined by max, and reported only where the combined score makes a 
 Raw scores, each in 0..1 and computed before the value is learned:
 
 - ``neighbour``: RMS distance of the last ``dim`` values (ending at this one) to the nearest
-  of the previous ``history`` windows of the same length, over the std of the buffered
-  values (the nearest-neighbour idea of KNN-CAD, Burnaev & Ishimtsev 2016);
-- ``change``: |x - previous value| over 4 × its running mean (EWMA, ``change_alpha``).
+  of the previous ``history`` windows of the same length, over ``neighbour_scale`` × the std
+  of the buffered values (the nearest-neighbour idea of KNN-CAD, Burnaev & Ishimtsev 2016);
+- ``change``: |x - previous value| over ``change_scale`` × its running mean (EWMA,
+  ``change_alpha``).
+
+The scales keep ordinary noise well inside 0..1: clipped raw scores hide how large an
+event is, and raw scores near 0 fall under the likelihood's variance floor.
 
 Each raw stream goes through an anomaly-likelihood stage, our implementation of Numenta's
 (Ahmad et al., "Unsupervised real-time anomaly detection for streaming data", 2017; NAB's
@@ -86,11 +90,13 @@ class LikelihoodEnsemble(Detector):
     def __init__(self, dim: int = 8, history: int = 1000, change_alpha: float = 0.01,
                  rest: int = 150, learning: int = 375, samples: int = 375,
                  likelihood_history: int = 8640, reestimate: int = 100, averaging: int = 10,
+                 neighbour_scale: float = 2.0, change_scale: float = 8.0,
                  threshold: float = 0.5, severity: str = "warning"):
         if dim < 1 or history < 20:
             raise ValueError("need dim >= 1 and history >= 20")
         self.dim, self.history, self.change_alpha, self.rest = dim, history, change_alpha, rest
         self.threshold, self.severity = threshold, severity
+        self.change_scale, self.neighbour_scale = change_scale, neighbour_scale
         self.stage = AnomalyLikelihood(learning, samples, likelihood_history, reestimate,
                                        averaging)
 
@@ -109,10 +115,10 @@ class LikelihoodEnsemble(Detector):
         scale = float(c[:-1].std())
         if scale == 0.0:
             return 1.0 if d > 0 else 0.0
-        return min(1.0, float(d) / scale)
+        return min(1.0, float(d) / (self.neighbour_scale * scale))
 
     def change_raw(self, state: dict, x: float) -> float:
-        """|x - previous| over 4 × its running mean; learns it."""
+        """|x - previous| over ``change_scale`` × its running mean; learns it."""
         buf, mae = state["buf"], state["mae"]
         if not buf:
             return 0.0
@@ -120,7 +126,7 @@ class LikelihoodEnsemble(Detector):
         if mae is None:
             state["mae"] = e
             return 0.0
-        raw = min(1.0, e / (4.0 * mae)) if mae > 0 else (1.0 if e > 0 else 0.0)
+        raw = min(1.0, e / (self.change_scale * mae)) if mae > 0 else (1.0 if e > 0 else 0.0)
         state["mae"] = (1.0 - self.change_alpha) * mae + self.change_alpha * e
         return raw
 
