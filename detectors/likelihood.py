@@ -150,9 +150,9 @@ class LikelihoodEnsemble(Detector):
                 del recent[0]
             scores[i] = out
             if out >= self.threshold:
-                which = "pattern" if near >= change else "jump"
+                which = "pattern of values" if near >= change else "changes"
                 findings.append(Finding(
                     i, self.name, self.severity, out,
-                    f"value {x:.4g} is an unlikely {which} (anomaly score {out:.2f})",
+                    f"unlikely recent {which} (anomaly score {out:.2f} at value {x:.4g})",
                     {"neighbour": near, "change": change}))
         return scores, findings
