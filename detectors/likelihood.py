@@ -111,11 +111,13 @@ class LikelihoodEnsemble(Detector):
             return 0.0
         c = np.asarray(buf + [x])
         past = np.lib.stride_tricks.sliding_window_view(c[:-m], m)[-self.history:]
-        d = np.sqrt(((past - c[-m:]) ** 2).mean(axis=1).min())
-        scale = float(c[:-1].std())
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = np.sqrt(((past - c[-m:]) ** 2).mean(axis=1).min())
+            scale = float(c[:-1].std())
         if scale == 0.0:
             return 1.0 if d > 0 else 0.0
-        return min(1.0, float(d) / (self.neighbour_scale * scale))
+        r = float(d) / (self.neighbour_scale * scale)
+        return min(1.0, r) if math.isfinite(r) else 1.0  # inf/inf at extreme magnitudes
 
     def change_raw(self, state: dict, x: float) -> float:
         """|x - previous| over ``change_scale`` × its running mean; learns it."""
@@ -124,11 +126,13 @@ class LikelihoodEnsemble(Detector):
             return 0.0
         e = abs(x - buf[-1])
         if mae is None:
-            state["mae"] = e
+            state["mae"] = e if math.isfinite(e) else None
             return 0.0
         raw = min(1.0, e / (self.change_scale * mae)) if mae > 0 else (1.0 if e > 0 else 0.0)
+        if not math.isfinite(e):  # a jump beyond float range: flag it, do not learn it
+            return 1.0
         state["mae"] = (1.0 - self.change_alpha) * mae + self.change_alpha * e
-        return raw
+        return raw if math.isfinite(raw) else 1.0
 
     def update(self, state, steps, values):
         scores = np.full(len(values), np.nan)

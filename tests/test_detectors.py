@@ -175,3 +175,7 @@ def test_likelihood_state_is_plain_json_and_bounded():
     assert len(state["recent"]) == 30 and len(state["near"]["recent"]) == 10
     with pytest.raises(ValueError):
         LikelihoodEnsemble(history=5)
+    v = rng.standard_normal(200)
+    v[[100, 101, 150]] = [1.7e308, -1.7e308, np.inf]  # beyond float range: no crash, no NaN
+    s, _ = det.update(det.new_state(), np.arange(200), v)
+    assert np.isnan(s[150]) and np.all((s[:150] >= 0) & (s[:150] <= 1))
