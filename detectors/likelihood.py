@@ -3,9 +3,10 @@ likelihood, combined by max, and reported only where the combined score makes a 
 
 Raw scores, each in 0..1 and computed before the value is learned:
 
-- ``neighbour``: RMS distance of the last ``dim`` values (ending at this one) to the nearest
-  of the previous ``history`` windows of the same length, over ``neighbour_scale`` × the std
-  of the buffered values (the nearest-neighbour idea of KNN-CAD, Burnaev & Ishimtsev 2016);
+- ``neighbour``: RMS distance of the last m values (ending at this one) to the nearest of
+  the previous ``history`` windows of the same length, over ``neighbour_scale`` × the std of
+  the buffered values, the largest over m in ``dims`` (short, medium and long patterns; the
+  nearest-neighbour idea of KNN-CAD, Burnaev & Ishimtsev 2016);
 - ``change``: |x - previous value| over ``change_scale`` × its running mean (EWMA,
   ``change_alpha``).
 
@@ -24,7 +25,7 @@ scale, so 0.5 ≈ likelihood 1 - 1e-5. Parameters are NAB's for files of ≥ 500
 The output is max(two likelihoods) where it exceeds every combined score of the previous
 ``rest`` values, else 0: one high score per episode, at its onset, for any threshold.
 
-State: the last ``history + 2·dim - 2`` values, two likelihood histories of at most
+State: the last ``history + 2·max(dims) - 2`` values, two likelihood histories of at most
 ``likelihood_history`` floats and ``rest`` recent scores, about 20k floats (≈ 400 kB of
 JSON) per series at most.
 """
@@ -87,14 +88,16 @@ class LikelihoodEnsemble(Detector):
 
     name = "likelihood"
 
-    def __init__(self, dim: int = 8, history: int = 1000, change_alpha: float = 0.01,
+    def __init__(self, dims: tuple[int, ...] = (4, 8, 16), history: int = 1000,
+                 change_alpha: float = 0.01,
                  rest: int = 150, learning: int = 375, samples: int = 375,
                  likelihood_history: int = 8640, reestimate: int = 100, averaging: int = 10,
                  neighbour_scale: float = 2.0, change_scale: float = 8.0,
                  threshold: float = 0.5, severity: str = "warning"):
-        if dim < 1 or history < 20:
-            raise ValueError("need dim >= 1 and history >= 20")
-        self.dim, self.history, self.change_alpha, self.rest = dim, history, change_alpha, rest
+        if not dims or min(dims) < 1 or history < 20:
+            raise ValueError("need dims >= 1 and history >= 20")
+        self.dims, self.history, self.rest = tuple(dims), history, rest
+        self.change_alpha = change_alpha
         self.threshold, self.severity = threshold, severity
         self.change_scale, self.neighbour_scale = change_scale, neighbour_scale
         self.stage = AnomalyLikelihood(learning, samples, likelihood_history, reestimate,
@@ -105,19 +108,27 @@ class LikelihoodEnsemble(Detector):
                 "change": self.stage.new_state(), "recent": []}
 
     def neighbour_raw(self, buf: list[float], x: float) -> float:
-        """Distance of the window ending at ``x`` to its nearest past window, in buffer stds."""
-        m = self.dim
-        if len(buf) + 1 - m < m + 19:  # fewer than 20 past windows
-            return 0.0
+        """Distance of the windows ending at ``x`` to their nearest past windows, in buffer
+        stds; the largest over ``dims`` (a dim with fewer than 20 past windows counts 0)."""
         c = np.asarray(buf + [x])
-        past = np.lib.stride_tricks.sliding_window_view(c[:-m], m)[-self.history:]
+        n, top = len(c), max(self.dims)
+        # past windows of length m end at e in [m - 1, n - 1 - m]; the last ``history`` count
+        ends = [(m, max(m - 1, n - m - self.history), n - 1 - m) for m in self.dims
+                if n - m >= m + 19]
+        if not ends:
+            return 0.0
+        lo, hi = min(e[1] for e in ends), max(e[2] for e in ends)
+        padded = np.concatenate((np.full(top - 1, np.nan), c))
+        lags = np.lib.stride_tricks.sliding_window_view(padded, top)[lo:hi + 1, ::-1]
         with np.errstate(over="ignore", invalid="ignore"):
-            d = np.sqrt(((past - c[-m:]) ** 2).mean(axis=1).min())
+            # cum[k, j]: squared distance over lags 0..j of the window ending at lo + k
+            cum = np.cumsum((lags - c[:-top - 1:-1]) ** 2, axis=1)
+            best = max(float(cum[a - lo:b - lo + 1, m - 1].min()) / m for m, a, b in ends)
             scale = float(c[:-1].std())
-        if scale == 0.0:
-            return 1.0 if d > 0 else 0.0
-        r = float(d) / (self.neighbour_scale * scale)
-        return min(1.0, r) if math.isfinite(r) else 1.0  # inf/inf at extreme magnitudes
+        if best == 0.0:
+            return 0.0
+        r = math.sqrt(best) / (self.neighbour_scale * scale) if scale > 0 else math.inf
+        return min(1.0, r) if math.isfinite(r) else 1.0  # also inf/inf at extreme magnitudes
 
     def change_raw(self, state: dict, x: float) -> float:
         """|x - previous| over ``change_scale`` × its running mean; learns it."""
@@ -138,7 +149,7 @@ class LikelihoodEnsemble(Detector):
         scores = np.full(len(values), np.nan)
         findings = []
         buf, recent = state["buf"], state["recent"]
-        keep = self.history + 2 * self.dim - 2
+        keep = self.history + 2 * max(self.dims) - 2
         for i, x in enumerate(np.asarray(values, float).tolist()):
             if not math.isfinite(x):
                 continue
