@@ -21,6 +21,7 @@ from telltale.detectors.growth import Growth
 from telltale.detectors.inference import Drift, ErrorBurst, QuantileRegression, SLOBreach
 from telltale.detectors.jump import Jump
 from telltale.detectors.levelshift import LevelShift
+from telltale.detectors.likelihood import LikelihoodEnsemble
 from telltale.detectors.ml import IsolationForestDetector, KNNDistance, OneClassSVMDetector
 from telltale.detectors.nonfinite import NonFinite
 from telltale.detectors.spikerate import SpikeRate
@@ -32,7 +33,8 @@ REGISTRY: dict[str, type[Detector]] = {
     d.name: d for d in (
         NonFinite, RollingZScore, RobustZ, EWMAZ, PageHinkley, Divergence, LevelShift,
         SpikeRate, Jump, Growth, Plateau, Range, SLOBreach, QuantileRegression, ErrorBurst,
-        Drift, KNNDistance, OneClassSVMDetector, IsolationForestDetector)
+        Drift, KNNDistance, OneClassSVMDetector, IsolationForestDetector,
+        LikelihoodEnsemble)
 }
 
 _NF = ("nonfinite", {})

@@ -431,12 +431,14 @@ def cmd_score(args) -> int:
     from telltale.score import score_csv
 
     out = args.out or args.series.rsplit(".", 1)[0] + ".scores.csv"
+    t0 = time.perf_counter()
     try:
-        n = score_csv(args.series, out)
+        n = score_csv(args.series, out, args.detector)
     except (OSError, ValueError) as exc:
         print(f"telltale score: {exc}", file=sys.stderr)
         return 2
-    print(f"scored {n} rows -> {out}", file=sys.stderr)
+    dt = time.perf_counter() - t0
+    print(f"scored {n} rows with {args.detector} in {dt:.1f} s -> {out}", file=sys.stderr)
     return 0
 
 
@@ -697,10 +699,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--windows", help="window specs")
     t.set_defaults(func=cmd_detect)
 
-    c = sub.add_parser("score", help="online anomaly scores (0..1) for a timestamp,value CSV")
+    c = sub.add_parser(
+        "score", help="online anomaly scores (0..1) for a timestamp,value CSV",
+        description="Write timestamp,value,anomaly_score: one row per input row, score in 0..1, "
+        "strictly online (a row's score uses only earlier rows), the input NAB-style scoring "
+        "needs. Empty or non-finite values score 0.")
     c.add_argument("series", help="CSV with columns timestamp,value")
     c.add_argument("--out", help="output CSV timestamp,value,anomaly_score "
                    "(default SERIES.scores.csv)")
+    c.add_argument("--detector", choices=["likelihood", "zscore"], default="likelihood",
+                   help="likelihood (default): nearest-neighbour and change scores through an "
+                   "anomaly likelihood, one high score per episode; zscore: rolling z-score "
+                   "over 400 values")
     c.set_defaults(func=cmd_score)
 
     u = sub.add_parser("ui", help="live dashboard on 127.0.0.1: runs, charts, alerts",

@@ -62,7 +62,8 @@ def test_same_result_however_batched_and_state_is_json(det):
 
 def test_every_registered_detector_is_tested_here_or_in_test_detectors():
     here = {d.name for d in SMALL}
-    older = {"zscore", "nonfinite", "divergence", "levelshift", "jump", "spikerate", "growth"}
+    older = {"zscore", "nonfinite", "divergence", "levelshift", "jump", "spikerate", "growth",
+             "likelihood"}
     assert set(REGISTRY) <= here | older
 
 

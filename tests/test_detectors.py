@@ -7,6 +7,7 @@ from telltale.detectors import Divergence, NonFinite, RollingZScore
 from telltale.detectors.growth import Growth
 from telltale.detectors.jump import Jump
 from telltale.detectors.levelshift import LevelShift
+from telltale.detectors.likelihood import LikelihoodEnsemble
 from telltale.detectors.spikerate import SpikeRate
 from telltale.detectors.zscore import rolling_mean_std
 
@@ -27,7 +28,10 @@ def run_in_batches(det, steps, values, sizes):
                                  Divergence(patience=5), RollingZScore(log=True, threshold=4),
                                  LevelShift(reference=60, min_reference=20), Jump(factor=3),
                                  SpikeRate(factor=3, reference=50, min_reference=10),
-                                 Growth(span=40, warmup=20)])
+                                 Growth(span=40, warmup=20),
+                                 LikelihoodEnsemble(dims=(2, 4), history=40, learning=40, samples=9,
+                                                    likelihood_history=100, reestimate=15,
+                                                    rest=20, threshold=0.3)])
 def test_same_result_in_one_batch_or_one_value_at_a_time(det):
     rng = np.random.default_rng(1)
     v = 1 + 0.1 * rng.standard_normal(300)
@@ -135,3 +139,43 @@ def test_growth_flags_a_leak_not_a_flat_series():
     rss[50:] += 0.2 * (steps[50:] - steps[50])  # 0.2 MB per step from step 500
     fs = det.update(det.new_state(), steps, rss)[1]
     assert len(fs) == 1 and 500 < steps[fs[0].index] <= 700 and "leak" in fs[0].message
+
+
+def test_likelihood_scores_a_spike_and_a_level_shift_above_stationary_noise():
+    rng = np.random.default_rng(11)
+    noise = 10 + rng.standard_normal(2500)
+    spike, shift = noise.copy(), noise.copy()
+    spike[2000] += 10
+    shift[2000:] += 6
+    det = LikelihoodEnsemble()
+    steps = np.arange(2500)
+    calm, _ = det.update(det.new_state(), steps, noise)
+    s_spike, f_spike = det.update(det.new_state(), steps, spike)
+    s_shift, _ = det.update(det.new_state(), steps, shift)
+    assert np.all((calm >= 0) & (calm <= 1))
+    assert (calm >= 0.5).mean() < 0.001  # one high score per ~1000 noise values at most
+    before = calm[:2000].max()
+    # the likelihood averages 10 raw scores: the event surfaces within 10 values
+    assert s_spike[2000:2010].max() > max(before, 0.6)
+    assert s_shift[2000:2010].max() > max(before, 0.55)
+    assert any(2000 <= f.index < 2010 for f in f_spike)
+    np.testing.assert_array_equal(s_spike[:2000], calm[:2000])  # nothing learnt from the future
+
+
+def test_likelihood_state_is_plain_json_and_bounded():
+    det = LikelihoodEnsemble(dims=(4, 8), history=50, likelihood_history=100, rest=30,
+                             learning=20, samples=20)
+    state = det.new_state()
+    rng = np.random.default_rng(12)
+    for chunk in range(6):
+        det.update(state, np.arange(500), rng.standard_normal(500) + chunk)
+        assert json.loads(json.dumps(state)) == state
+    assert len(state["buf"]) == 50 + 2 * 8 - 2
+    assert len(state["near"]["avgs"]) == len(state["change"]["avgs"]) == 100
+    assert len(state["recent"]) == 30 and len(state["near"]["recent"]) == 10
+    with pytest.raises(ValueError):
+        LikelihoodEnsemble(history=5)
+    v = rng.standard_normal(200)
+    v[[100, 101, 150]] = [1.7e308, -1.7e308, np.inf]  # beyond float range: no crash, no NaN
+    s, _ = det.update(det.new_state(), np.arange(200), v)
+    assert np.isnan(s[150]) and np.all((s[:150] >= 0) & (s[:150] <= 1))
