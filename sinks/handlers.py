@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
+from telltale.records import record_key
+
 log = logging.getLogger("telltale.notify")
 
 SEVERITIES = ("info", "warning", "critical")
@@ -48,7 +50,7 @@ class ConfigError(ValueError):
 
 
 def idempotency_key(a: dict) -> str:
-    return f"{a.get('id')}:{a.get('state', 'firing')}:{a.get('step')}"
+    return record_key(a)
 
 
 def severity_at_least(a: dict, minimum: str | None) -> bool:

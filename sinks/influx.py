@@ -69,9 +69,12 @@ class AsyncInfluxSink:
         self.write_api = self.client.write_api()
 
     async def write_points(self, points: list[Point]) -> None:
+        await self.write_lines([to_line(p) for p in points])
+
+    async def write_lines(self, lines: list[str]) -> None:
+        """Write line-protocol lines in batches; raises when InfluxDB does not take them."""
         if self.client is None:
             await self.start()
-        lines = [to_line(p) for p in points]
         for i in range(0, len(lines), self.batch):
             await self.write_api.write(bucket=self.cfg.influx_bucket,
                                        record=lines[i:i + self.batch])

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 
 from telltale.config import Config
+from telltale.records import Deduper
 from telltale.schema import Rejected, dumps
 from telltale.sinks.handlers import Notifier, NotifyConfig, Silence
 
@@ -156,6 +157,7 @@ def run_notify(cfg: Config, ncfg: NotifyConfig, group: str, from_beginning: bool
     notifier = Notifier(ncfg, silences.list, dead_letter, sleep=stop.wait, stopping=stop.is_set)
     old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     batch: list[dict] = []
+    dedup = Deduper()
     first = last_seen = time.monotonic()
     try:
         while not stop.is_set():
@@ -169,6 +171,8 @@ def run_notify(cfg: Config, ncfg: NotifyConfig, group: str, from_beginning: bool
                         dead_letter({"raw": m.value.decode("utf-8", "replace")},
                                     f"notify: unreadable alert record: {exc}")
                         continue
+                    if not dedup.first(a):
+                        continue  # the same record again (a worker crashed and replayed)
                     if not batch:
                         first = time.monotonic()
                     batch.append(a)

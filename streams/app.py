@@ -1,33 +1,109 @@
-"""The Kafka-mode topology, top to bottom: topics → table → agent → sinks.
+"""The Kafka-mode topology, top to bottom: topics → table → agent → checkpoints → sinks.
 
     metrics topic (key = run id, value = a batch of that run's events)
-      └─ agent `process`: decode → RunProcessor (state per run in the `run-state` table)
-           ├─ window stats, scores, raw metrics → InfluxDB (buffered, flushed by a timer)
-           ├─ anomalies → alerts topic
+      └─ agent `process`: decode → RunProcessor, state per run cached in memory
+           ├─ window stats, scores, raw metrics → InfluxDB (buffered; spilled to disk if down)
+           ├─ alert records → alerts topic
            └─ rejected input, with the reason → dead-letter topic
+    every CHECKPOINT_INTERVAL (or CHECKPOINT_MESSAGES): alerts acked → points durable →
+      changed run states written to the `run-state` table (its changelog) → input acked
 
-One message is one batch; the table is written once per message, not once per event.
+Input is acknowledged only after everything it produced is durable, so Faust commits no
+offset past work that a crash could lose. A run's state remembers the offset of the last
+message applied to it; after a crash, messages the restored state already holds are
+skipped, the rest are processed again and give the same outputs (deterministic alert ids;
+InfluxDB overwrites the same points). The table is written once per run per checkpoint,
+not once per event or message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import time
 
 import faust
 import mode
 
 from telltale.config import Config
 from telltale.schema import Rejected, decode_message, dumps
+from telltale.sinks.buffer import Backpressure, DurablePointBuffer
 from telltale.sinks.influx import AsyncInfluxSink, ensure_database
 from telltale.streams.processor import RunProcessor
 
 log = logging.getLogger("telltale.worker")
 
-FLUSH_INTERVAL = 0.25  # seconds between InfluxDB writes
-FLUSH_POINTS = 5000  # or sooner, once this many points wait
-MAX_PENDING_POINTS = 1_000_000  # kept in memory while InfluxDB is unreachable
+CHECKPOINT_INTERVAL = 0.25  # seconds between checkpoints
+CHECKPOINT_MESSAGES = 500  # or sooner, after this many messages
+CHECKPOINT_POINTS = 20_000  # or this many points
+IDLE_EVICT_S = 120.0  # runs idle this long leave the memory cache (the table keeps them)
+
+
+class Checkpointer:
+    """Per-run state cache, pending outputs and un-acknowledged input of one worker."""
+
+    def __init__(self, table, buffer: DurablePointBuffer, sink, producer):
+        self.table, self.buffer, self.sink, self.producer = table, buffer, sink, producer
+        self.cache: dict[str, dict] = {}  # run -> {"state", "dirty", "seen", "partition"}
+        self.unacked: list = []
+        self.sends: list = []  # futures of alert / dead-letter sends since the last checkpoint
+        self.lock = asyncio.Lock()
+        self.last = time.monotonic()
+        self.counts = {"checkpoints": 0, "messages": 0, "skipped": 0, "evicted": 0}
+
+    def state_for(self, run: str, partition: int, new_state) -> dict:
+        ent = self.cache.get(run)
+        if ent is None:
+            saved = self.table.get(run.encode())
+            state = json.loads(saved) if saved else new_state(run)
+            ent = self.cache[run] = {"state": state, "dirty": False, "partition": partition}
+        ent["seen"] = time.monotonic()
+        return ent
+
+    def due(self) -> bool:
+        return (len(self.unacked) >= CHECKPOINT_MESSAGES or len(self.buffer) >= CHECKPOINT_POINTS
+                or time.monotonic() - self.last >= CHECKPOINT_INTERVAL)
+
+    async def checkpoint(self) -> None:
+        async with self.lock:
+            await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        self.last = time.monotonic()
+        if not self.unacked and not len(self.buffer) and not self.buffer.spill_files():
+            return
+        sends, self.sends = self.sends, []
+        for fut in sends:  # 1. alerts and dead letters are on their topics
+            await fut
+        if self.sink is not None:  # 2. points are in InfluxDB or fsynced to the spill
+            try:
+                await self.buffer.flush(self.sink.write_lines)
+            except Backpressure as exc:
+                log.error("%s; not acknowledging input until it drains", exc)
+                return
+        now = time.monotonic()
+        for run, ent in list(self.cache.items()):  # 3. changed states go to the changelog
+            if ent["dirty"]:
+                if ent["state"].get("ended"):
+                    self.table.pop(run.encode(), None)
+                    del self.cache[run]
+                else:
+                    self.table[run.encode()] = dumps(ent["state"]).encode()
+                    ent["dirty"] = False
+            elif now - ent["seen"] > IDLE_EVICT_S:
+                del self.cache[run]
+                self.counts["evicted"] += 1
+        events, self.unacked = self.unacked, []
+        for ev in events:  # 4. the input is done: Faust may commit its offsets
+            ev.ack()
+        self.counts["checkpoints"] += 1
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions went to another worker: drop what this one cached for them."""
+        for run in [r for r, e in self.cache.items() if e["partition"] in partitions]:
+            del self.cache[run]
 
 
 def build_app(cfg: Config, ui: bool = False) -> faust.App:
@@ -50,80 +126,84 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
     metrics_topic = app.topic(cfg.metrics_topic, partitions=cfg.partitions, **raw)
     alerts_topic = app.topic(cfg.alerts_topic, partitions=cfg.partitions, **raw)
     deadletter_topic = app.topic(cfg.deadletter_topic, partitions=cfg.partitions, **raw)
+    # written at checkpoints, outside stream iteration: the producer's partitioner puts a
+    # run's key on the same partition as the run's metrics (same key bytes, same count)
     run_state = app.Table("run-state", default=None, partitions=cfg.partitions,
-                          schema=faust.Schema(**raw))
+                          key_type=bytes, value_type=bytes,  # raw bytes in recovery too
+                          schema=faust.Schema(**raw), use_partitioner=True)
 
     processor = RunProcessor(cfg)
     sink = AsyncInfluxSink(cfg) if cfg.influx_url else None
-    pending: list = []
+    buffer = DurablePointBuffer(os.path.join(cfg.data_dir, "influx-spill"))
+    ck = Checkpointer(run_state, buffer, sink, app.producer)
     seen_runs: dict[str, int] = {}  # run -> events this worker processed (for ops and tests)
-
-    dropped = 0  # points given up on while InfluxDB was unreachable
-
-    async def flush_points() -> None:
-        """Write what is pending; on failure keep it (bounded) and try again next time."""
-        nonlocal dropped
-        if sink is None or not pending:
-            return
-        batch = pending[:]
-        pending.clear()
-        try:
-            await sink.write_points(batch)
-        except Exception as exc:
-            pending[:0] = batch
-            over = len(pending) - MAX_PENDING_POINTS
-            if over > 0:
-                del pending[:over]
-                dropped += over
-            log.warning("InfluxDB write failed (%s); %d points waiting, %d dropped so far",
-                        exc, len(pending), dropped)
 
     async def dead_letter(key, rejected: Rejected) -> None:
         log.warning("dead-lettered input: %s", rejected.reason)
-        await deadletter_topic.send(key=key, value=dumps(rejected.to_dict()).encode())
+        ck.sends.append(await deadletter_topic.send(key=key,
+                                                    value=dumps(rejected.to_dict()).encode()))
 
     @app.agent(metrics_topic)
     async def process(stream):
-        async for event in stream.events():
-            key, value = event.key, event.value
-            try:
-                events, rejected = decode_message(value)
-                for r in rejected:
-                    await dead_letter(key, r)
-                by_run: dict[str, list] = {}
-                for ev in events:
-                    by_run.setdefault(ev.run, []).append(ev)
-                for run, evs in by_run.items():
-                    rkey = run.encode()
-                    saved = run_state.get(rkey)
-                    state = json.loads(saved) if saved else processor.new_state(run)
-                    out = processor.process(state, evs)
-                    seen_runs[run] = seen_runs.get(run, 0) + len(evs)
-                    if state["ended"]:
-                        run_state.pop(rkey, None)  # release the state of finished runs
-                    else:
-                        run_state[rkey] = dumps(state).encode()
-                    for a in out.alerts:
-                        await alerts_topic.send(key=rkey, value=dumps(a).encode())
-                    pending.extend(out.points)
-            except Exception as exc:  # a poison message must not stop the worker
-                log.exception("processing failed")
-                await dead_letter(key, Rejected(f"processing error: {exc!r}", value))
-            if len(pending) >= FLUSH_POINTS:
-                await flush_points()
+        async for event in stream.noack().events():
+            async with ck.lock:
+                await handle(event)
+                ck.unacked.append(event)
+                ck.counts["messages"] += 1
+            if ck.due():
+                await ck.checkpoint()
 
-    @app.timer(FLUSH_INTERVAL)
-    async def flush_timer():
-        await flush_points()
+    async def handle(event) -> None:
+        key, value = event.key, event.value
+        partition, offset = event.message.partition, event.message.offset
+        try:
+            events, rejected = decode_message(value)
+            for r in rejected:
+                await dead_letter(key, r)
+            by_run: dict[str, list] = {}
+            for ev in events:
+                by_run.setdefault(ev.run, []).append(ev)
+            for run, evs in by_run.items():
+                ent = ck.state_for(run, partition, processor.new_state)
+                state = ent["state"]
+                offs = state.setdefault("offsets", {})
+                if offs.get(str(partition), -1) >= offset:
+                    ck.counts["skipped"] += 1  # already in the restored state
+                    continue
+                out = processor.process(state, evs)
+                offs[str(partition)] = offset
+                ent["dirty"] = True
+                seen_runs[run] = seen_runs.get(run, 0) + len(evs)
+                rkey = run.encode()
+                for a in out.alerts:
+                    ck.sends.append(await alerts_topic.send(key=rkey, value=dumps(a).encode()))
+                buffer.add(out.points)
+        except Exception as exc:  # a poison message must not stop the worker
+            log.exception("processing failed")
+            await dead_letter(key, Rejected(f"processing error: {exc!r}", value))
+
+    @app.timer(CHECKPOINT_INTERVAL)
+    async def checkpoint_timer():
+        await ck.checkpoint()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app, revoked, **kwargs) -> None:
+        async with ck.lock:  # everything acked so far is checkpointed; the rest is replayed
+            ck.forget({tp.partition for tp in revoked if tp.topic == cfg.metrics_topic})
 
     @app.timer(0.5)
     async def write_status():
-        """Assigned partitions and runs seen, in DATA_DIR/worker-status.json (for ops)."""
+        """Assigned partitions, runs seen and checkpoint counters in DATA_DIR/worker-status.json."""
         assigned = sorted(tp.partition for tp in app.consumer.assignment()
                           if tp.topic == cfg.metrics_topic)
         path = os.path.join(cfg.data_dir, "worker-status.json")
+        doc = {"pid": os.getpid(), "assigned": assigned, "runs": seen_runs,
+               "cached_runs": len(ck.cache), **ck.counts,
+               "influx": {"written": buffer.written, "spilled": buffer.spilled,
+                          "pending": len(buffer), "spill_files": len(buffer.spill_files()),
+                          "last_error": buffer.last_error}}
         with open(path + ".tmp", "w") as f:
-            json.dump({"pid": os.getpid(), "assigned": assigned, "runs": seen_runs}, f)
+            json.dump(doc, f)
         os.replace(path + ".tmp", path)
 
     @app.task
@@ -136,11 +216,14 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         _dashboard_pages(app, cfg)
 
     @app.service
-    class PointFlusher(mode.Service):
-        """Writes the last pending points when the worker stops."""
+    class FinalCheckpoint(mode.Service):
+        """Checkpoints what is pending when the worker stops, then closes the sink."""
 
         async def on_stop(self) -> None:
-            await flush_points()
+            try:
+                await ck.checkpoint()
+            except Exception:  # the input stays un-acked and is processed again
+                log.exception("final checkpoint failed")
             if sink is not None:
                 await sink.close()
 

@@ -241,6 +241,9 @@ def cmd_alerts(args) -> int:
     print(f"telltale alerts: reading {topic} as consumer group {group!r} "
           f"(resume from here with --group {group})", file=sys.stderr, flush=True)
     keep = _alert_filter(args)
+    from telltale.records import Deduper
+
+    dedup = Deduper()  # a worker that crashed may have sent some records twice
     n = 0
     try:
         for msg in consumer:
@@ -255,7 +258,7 @@ def cmd_alerts(args) -> int:
                 print(json.dumps(rec) if args.json else f"DEAD-LETTER {rec.get('reason')}",
                       flush=True)
             else:
-                if not keep(rec):
+                if not keep(rec) or not dedup.first(rec):
                     continue
                 print(json.dumps(rec) if args.json else format_alert(rec, args.verbose),
                       flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 ALERT_SCHEMA = "telltale.alert/2"
@@ -31,3 +32,29 @@ def alert_id(run: str, metric: str, rank: str, detector: str, step: int) -> str:
 
 def to_ns(ts: float) -> int:
     return int(round(ts * 1e9))
+
+
+def record_key(a: dict) -> str:
+    """Identity of one alert record: ``<id>:<state>:<step>`` (also the idempotency key)."""
+    return f"{a.get('id')}:{a.get('state', 'firing')}:{a.get('step')}"
+
+
+class Deduper:
+    """Remembers the last ``size`` record keys: after a worker crash some alert records are
+    sent again (identical, same key); consumers use this to show and deliver each once."""
+
+    def __init__(self, size: int = 100_000):
+        self.size = size
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self.duplicates = 0
+
+    def first(self, a: dict) -> bool:
+        k = record_key(a)
+        if k in self._seen:
+            self._seen.move_to_end(k)
+            self.duplicates += 1
+            return False
+        self._seen[k] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return True

@@ -121,11 +121,16 @@ def test_three_runs_end_to_end(kafka_config, start_worker):
     events = sim_events(RUNS[0], t0)
     steps = np.array([s for s, _, k, _ in events if k == "train"])
     loss = np.array([m["loss"] for _, _, k, m in events if k == "train"])
-    series = influxql(cfg, 'SELECT "start","end","count","mean","std","min","max" FROM '
-                           '"window_stats" WHERE "run"=\'e2e-clean\' AND "metric"=\'loss\' '
-                           'AND "window"=\'step:100/50\'')
-    rows = series[0]["values"]
-    assert len(rows) == 13  # hopping windows starting at 0, 50, ..., 600
+    q = ('SELECT "start","end","count","mean","std","min","max" FROM "window_stats" WHERE '
+         '"run"=\'e2e-clean\' AND "metric"=\'loss\' AND "window"=\'step:100/50\'')
+
+    def windows():
+        series = influxql(cfg, q)
+        return series[0]["values"] if series else []
+
+    # hopping windows starting at 0, 50, ..., 600 (the last ones close with the run's end)
+    rows = wait_for(lambda: len(windows()) == 13 and windows(), timeout=30,
+                    what="13 hopping windows of e2e-clean")
     for _, start, end, count, mean, std, lo, hi in rows:
         x = loss[(steps >= start) & (steps < end)]
         assert count == len(x)
