@@ -156,12 +156,13 @@ class Monitor:
         """Counters: sent, queued, dropped (queue overflow), spooled, replayed, redacted, ..."""
         queued = len(self._q) + len(self._inflight or ())
         sp = self.spool
+        has = sp is not None
         return {"run": self.run, "sent": self._sent, "queued": queued,
-                "dropped": self._dropped + (sp.dropped_events if sp else 0),
+                "dropped": self._dropped + (sp.dropped_events if has else 0),
                 "dropped_queue": self._dropped,
-                "dropped_spool": sp.dropped_events if sp else 0,
-                "spooled": sp.spooled_events if sp else 0,
-                "spool_pending_bytes": sp.pending_bytes if sp else 0,
+                "dropped_spool": sp.dropped_events if has else 0,
+                "spooled": sp.spooled_events if has else 0,
+                "spool_pending_bytes": sp.pending_bytes if has else 0,
                 "replayed": self._replayed,
                 "redacted": self._redacted, "invalid": self._invalid,
                 "dropped_tags": sorted(self.privacy.dropped_tags),
