@@ -13,6 +13,7 @@ def monitor():
     t = SwitchableTransport()
     return t, Monitor("adapter", t, linger=0.001)
 
+
 def test_keras_callback_logs_batches_and_validation(monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     import keras
@@ -34,6 +35,7 @@ def test_keras_callback_logs_batches_and_validation(monkeypatch):
     assert all(np.isfinite(e.metrics["loss"]) for e in train)
     assert [(e.step, sorted(e.metrics)) for e in evals] == [(3, ["val_loss"]), (6, ["val_loss"])]
 
+
 class RegressionModel(nn.Module):
     def __init__(self):
         super().__init__()
@@ -43,6 +45,7 @@ class RegressionModel(nn.Module):
         out = self.lin(x)
         loss = nn.functional.mse_loss(out, labels) if labels is not None else None
         return {"loss": loss, "logits": out}
+
 
 class Rows(torch.utils.data.Dataset):
     def __init__(self, n):
@@ -54,6 +57,7 @@ class Rows(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return {"x": self.x[i], "labels": self.y[i]}
+
 
 def test_hugging_face_trainer_callback(tmp_path):
     from transformers import Trainer, TrainingArguments
@@ -74,6 +78,7 @@ def test_hugging_face_trainer_callback(tmp_path):
     assert [e.step for e in train] == [2, 4, 6, 8, 10]
     assert {"loss", "lr", "grad_norm"} <= set(train[0].metrics)
     assert [e.step for e in evals] == [5, 10] and "val_loss" in evals[0].metrics
+
 
 def test_lightning_logger(tmp_path):
     import lightning.pytorch as pl
