@@ -258,7 +258,14 @@ class Monitor:
             if self._closing:
                 self._finish()
                 return
-            if self._pump():
+            try:
+                ok = self._pump()
+            except Exception as exc:  # a bug or a disk error must not kill the sender
+                self._failed(exc)
+                self._inflight = None
+                self._warn_once("sender", "telltale: sender error (will retry): %r", exc)
+                ok = False
+            if ok:
                 backoff, delay = self.retry_backoff, self.linger
             else:
                 delay = backoff

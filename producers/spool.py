@@ -40,6 +40,7 @@ class Spool:
         self.dropped_events = 0
         self.spooled_events = 0
         self.corrupt_lines = 0
+        self.last_error: str | None = None
         base = os.path.join(directory, spool_name(run, rank))
         self._lock = open(base + ".lock", "a")
         try:
@@ -76,8 +77,13 @@ class Spool:
             self.dropped_events += n_events
             return False
         line = b"%d " % n_events + payload + b"\n"
-        self._f.write(line)
-        self._f.flush()
+        try:
+            self._f.write(line)
+            self._f.flush()
+        except OSError as exc:  # e.g. disk full: counted like a full spool
+            self.dropped_events += n_events
+            self.last_error = f"cannot write the spool {self.path}: {exc}"
+            return False
         self._size += len(line)
         self.spooled_events += n_events
         return True
@@ -85,9 +91,14 @@ class Spool:
     def peek(self) -> tuple[int, bytes, int] | None:
         """The oldest undelivered batch as (events, payload, line length), or None."""
         while self:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                line = f.readline()
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(self._offset)
+                    line = f.readline()
+            except OSError as exc:  # the file went away under us: nothing left to replay
+                self._size = self._offset = 0
+                self.last_error = f"spool {self.path} is unreadable: {exc}"
+                return None
             head, _, payload = line.partition(b" ")
             if line.endswith(b"\n") and head.isdigit():
                 return int(head), payload[:-1], len(line)

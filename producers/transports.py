@@ -56,7 +56,25 @@ class KafkaTransport:
             producer.send(self.topic, key=run.encode(), value=payload).get(
                 self.options["delivery_timeout_ms"] / 1000 + 1.0)
         except KafkaError as exc:
+            # start afresh next time: a producer that lived through an outage can keep stale
+            # metadata and idempotence sequence numbers, and stall its partitions for good
+            self._abandon()
             raise TransportError(f"Kafka send to {self.topic} failed: {exc}") from None
+
+    def _abandon(self) -> None:
+        """Drop the producer and whatever it still holds (the caller keeps the batch)."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=0)
+        except Exception:  # records still pending: stop its sender thread regardless
+            sender = getattr(producer, "_sender", None)
+            if sender is not None:
+                try:
+                    sender.force_close()
+                except Exception as exc:
+                    log.debug("kafka producer force close failed: %s", exc)
 
     def close(self) -> None:
         if self._producer is not None:
