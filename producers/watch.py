@@ -14,6 +14,7 @@ at step ``s`` of the monitor. Between sampled steps one cheap forward pre-hook r
 from __future__ import annotations
 
 import logging
+import math
 
 log = logging.getLogger("telltale")
 
@@ -97,13 +98,13 @@ class Watch:
         def hook(module, args, out):
             t = _first_tensor(out, self.torch)
             if (t is None or not self.torch.is_grad_enabled() or not t.is_floating_point()
-                    or t.numel() == 0):
+                    or t.numel() < 2):
                 return
-            with self.torch.no_grad():
-                t = t.detach()
-                self._pending["act"][name] = self.torch.stack(
-                    [t.mean(), t.std() if t.numel() > 1 else t.new_zeros(()),
-                     (t == 0).float().mean()]).float()
+            torch = self.torch
+            with torch.no_grad():
+                t = t.detach()  # sum and norm: far cheaper than std_mean on CPU
+                self._pending["act"][name] = (t.sum(), torch.linalg.vector_norm(t),
+                                              torch.count_nonzero(t), t.numel())
         return hook
 
     def _attn_hook(self, name):
@@ -117,12 +118,9 @@ class Watch:
 
     def _grad_hook(self, name):
         def hook(p):
-            if p.grad is None:
-                return
-            with self.torch.no_grad():
-                sq = p.grad.detach().float().pow(2).sum()
-                g = self._pending["grad"]
-                g[name] = g[name] + sq if name in g else sq
+            if p.grad is not None:
+                self._pending["grad"].setdefault(name, []).append(
+                    self.torch.linalg.vector_norm(p.grad.detach()))
         return hook
 
     def _finish_sample(self) -> None:
@@ -134,40 +132,49 @@ class Watch:
         pend, self._pending = self._pending, None
         if pend is None:
             return
-        names, values = [], []
+        # every statistic is a 0-d tensor; one stack + tolist() brings them all over
+        tensors: list = []
         with torch.no_grad():
-            for layer, (a_mean, a_std, a_zero) in ((k, v) for k, v in pend["act"].items()):
-                names += [f"act_mean/{layer}", f"act_std/{layer}", f"act_zero_frac/{layer}"]
-                values += [a_mean, a_std, a_zero]
-            for layer, ent in pend["attn"].items():
-                names.append(f"attn_entropy/{layer}")
-                values.append(ent)
-            if pend["grad"]:
-                total = None
-                for layer, sq in pend["grad"].items():
-                    names.append(f"grad_norm/{layer}")
-                    values.append(sq.sqrt())
-                    total = sq if total is None else total + sq
-                names.append("grad_norm")
-                values.append(total.sqrt())
+            acts = list(pend["act"].items())
+            for _, (total, norm, nonzero, _n) in acts:
+                tensors += [total, norm, nonzero]
+            attn = list(pend["attn"].items())
+            tensors += [ent for _, ent in attn]
+            grads = list(pend["grad"].items())
+            tensors += [n for _, norms in grads for n in norms]
             if "before" in pend:
-                w_total = d_total = None
-                for (layer, params), before in zip(self.layers, pend["before"], strict=True):
-                    w_sq = sum(p.detach().float().pow(2).sum() for p in params)
-                    d_sq = sum((p.detach().float() - b.float()).pow(2).sum()
-                               for p, b in zip(params, before, strict=True))
-                    w_total = w_sq if w_total is None else w_total + w_sq
-                    d_total = d_sq if d_total is None else d_total + d_sq
-                    names += [f"param_norm/{layer}", f"update_ratio/{layer}"]
-                    values += [w_sq.sqrt(), d_sq.sqrt() / w_sq.sqrt().clamp_min(1e-12)]
-                if w_total is not None:
-                    names += ["param_norm", "update_ratio"]
-                    values += [w_total.sqrt(), d_total.sqrt() / w_total.sqrt().clamp_min(1e-12)]
-            if not values:
+                params = [p.detach() for _, ps in self.layers for p in ps]
+                before = [b for bs in pend["before"] for b in bs]
+                tensors += _norms(torch, params)
+                tensors += _norms(torch, _sub(torch, params, before))
+            if not tensors:
                 return
-            flat = torch.stack([v.reshape(()).float().cpu() for v in values]).tolist()
-        self.monitor.log(dict(zip(names, flat, strict=True)), step=self.monitor.step,
-                         kind="train")
+            flat = iter(torch.stack([t.reshape(()).float().cpu() for t in tensors]).tolist())
+        out: dict[str, float] = {}
+        for layer, (_s, _q, _nz, n) in acts:
+            mean, rms = next(flat) / n, next(flat) / math.sqrt(n)
+            out[f"act_mean/{layer}"] = mean
+            out[f"act_std/{layer}"] = math.sqrt(max(rms * rms - mean * mean, 0.0))
+            out[f"act_zero_frac/{layer}"] = 1.0 - next(flat) / n
+        for layer, _ in attn:
+            out[f"attn_entropy/{layer}"] = next(flat)
+        total = 0.0
+        for layer, norms in grads:
+            sq = sum(next(flat) ** 2 for _ in norms)
+            out[f"grad_norm/{layer}"] = math.sqrt(sq)
+            total += sq
+        if grads:
+            out["grad_norm"] = math.sqrt(total)
+        if "before" in pend:
+            w_sq = [[next(flat) ** 2 for _ in ps] for _, ps in self.layers]
+            d_sq = [[next(flat) ** 2 for _ in ps] for _, ps in self.layers]
+            for (layer, _), w, d in zip(self.layers, w_sq, d_sq, strict=True):
+                out[f"param_norm/{layer}"] = math.sqrt(sum(w))
+                out[f"update_ratio/{layer}"] = math.sqrt(sum(d)) / max(math.sqrt(sum(w)), 1e-12)
+            w_all = math.sqrt(sum(map(sum, w_sq)))
+            out["param_norm"] = w_all
+            out["update_ratio"] = math.sqrt(sum(map(sum, d_sq))) / max(w_all, 1e-12)
+        self.monitor.log(out, step=self.monitor.step, kind="train")
 
     def flush(self) -> None:
         """Log a sampled step now (e.g. at the end of training), if one is pending."""
@@ -185,6 +192,19 @@ class Watch:
         self._handles.clear()
         self._root.remove()
         self._sampling, self._pending = False, None
+
+
+def _norms(torch, tensors: list) -> list:
+    """L2 norms of many tensors (one fused call where PyTorch has it)."""
+    if hasattr(torch, "_foreach_norm"):
+        return list(torch._foreach_norm(tensors))
+    return [torch.linalg.vector_norm(t) for t in tensors]
+
+
+def _sub(torch, a: list, b: list) -> list:
+    if hasattr(torch, "_foreach_sub"):
+        return list(torch._foreach_sub(a, b))
+    return [x - y for x, y in zip(a, b, strict=True)]
 
 
 def _need_weights(module, args, kwargs):
