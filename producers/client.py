@@ -106,8 +106,9 @@ class Monitor:
             self._wake.set()
         return True
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop helpers, send an end-of-run marker, flush, stop the sender. Safe to call twice.
+    def close(self, timeout: float = 10.0, end: bool = True) -> None:
+        """Stop helpers, send an end-of-run marker (unless ``end=False``), flush, stop the
+        sender. Safe to call twice.
 
         What cannot be delivered within ``timeout`` is written to the spool (if any) and
         sent by the next monitor of this run; otherwise it is reported as undelivered.
@@ -119,7 +120,8 @@ class Monitor:
                 extra.stop()
             except Exception as exc:  # a helper must never break close()
                 log.debug("telltale: stopping %r failed: %s", extra, exc)
-        self._q.append([self._step, time.time(), "end", {}, None])
+        if end:
+            self._q.append([self._step, time.time(), "end", {}, None])
         ok = self.flush(timeout)
         self._closing = True  # the sender spills what is left to the spool and exits
         self._wake.set()

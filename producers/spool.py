@@ -135,3 +135,44 @@ class Spool:
                 except OSError:
                     pass
         self._lock.close()
+
+
+def pending_spools(directory: str) -> list[dict]:
+    """Spool files with undelivered batches: path, run, rank, events, bytes."""
+    import json
+
+    out = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return out
+    for name in names:
+        if not name.endswith(".spool"):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            with open(path + ".offset") as f:
+                offset = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            offset = 0
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                events, first, size = 0, None, 0
+                for line in f:
+                    head, _, payload = line.partition(b" ")
+                    if head.isdigit() and line.endswith(b"\n"):
+                        events += int(head)
+                        size += len(line)
+                        first = first or payload
+        except OSError:
+            continue
+        if not first:
+            continue
+        try:
+            run = json.loads(first)["run"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        rank = name[:-len(".spool")].rsplit(".", 1)[-1]
+        out.append({"path": path, "run": run, "rank": rank, "events": events, "bytes": size})
+    return out
