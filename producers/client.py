@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import logging
 import math
+import operator
 import threading
 import time
 import weakref
@@ -74,7 +75,10 @@ class Monitor:
         """Queue one event; never blocks on the network or disk, never raises."""
         if step is None:
             step = self._step + 1
-        self._step = step
+        elif type(step) is not int:
+            step = _as_step(step)  # numpy integers; anything else is skipped by the sender
+        if step >= 0:
+            self._step = step
         ev = [step, time.time() if ts is None else ts, kind, metrics.copy()
               if type(metrics) is dict else metrics, tags]
         q = self._q
@@ -336,6 +340,16 @@ class Monitor:
             return
         if self.spool or not self._pump():
             self._spill()
+
+
+def _as_step(step) -> int:
+    """An integer step from an int-like value (e.g. numpy.int64); -1 if it is not one."""
+    if isinstance(step, bool):
+        return -1
+    try:
+        return operator.index(step)
+    except TypeError:
+        return -1
 
 
 def _raw(ev: dict) -> list:

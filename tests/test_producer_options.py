@@ -48,12 +48,15 @@ def test_bad_input_is_skipped_with_a_clear_warning_never_raised(caplog):
     with caplog.at_level(logging.WARNING, logger="telltale"):
         mon.log(None, step=1)
         mon.log({"loss": 1.0}, step=2, kind="bogus")
+        mon.log({"loss": 1.0}, step="three")
+        mon.log({"loss": 2.0}, step=np.int64(4))
+        mon.log({"loss": 3.0})  # continues from the last good step
         mon.log({"loss": object(), "acc": np.float32(0.25), "ok": True, "n": np.int64(3)},
-                step=3)
+                step=3)  # one bad value out of four
         mon.close()
-    assert [e.step for e in t.delivered if e.kind == "train"] == [3]
-    assert t.delivered[0].metrics == {"acc": 0.25, "ok": 1.0, "n": 3.0}
-    assert mon.stats()["invalid"] == 3
+    assert [e.step for e in t.delivered if e.kind == "train"] == [4, 5, 3]
+    assert t.delivered[2].metrics == {"acc": 0.25, "ok": 1.0, "n": 3.0}
+    assert mon.stats()["invalid"] == 4
     assert "log() needs a dict of metrics" in caplog.text and "kind must be one of" in caplog.text
 
 
