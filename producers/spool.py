@@ -126,10 +126,11 @@ class Spool:
         os.replace(tmp, self._offset_path)
 
     def close(self) -> None:
+        """Close the file; an empty spool leaves nothing behind."""
         empty = not self
         self._f.close()
         if empty:
-            for p in (self.path, self._offset_path):
+            for p in (self.path, self._offset_path, self.path + ".lock"):
                 try:
                     os.remove(p)
                 except OSError:

@@ -21,10 +21,11 @@ for i in range(1, 301):
 """
 
 
-def test_events_are_flushed_at_exit_with_an_end_marker(kafka_config):
+def test_events_are_flushed_at_exit_with_an_end_marker(kafka_config, tmp_path):
     cfg = kafka_config
     ensure_topics(cfg)
-    proc = subprocess.run([sys.executable, "-c", TRAINER], env=config_env(cfg),
+    env = {**config_env(cfg), "TELLTALE_SPOOL_DIR": str(tmp_path / "spool")}
+    proc = subprocess.run([sys.executable, "-c", TRAINER], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     consumer = KafkaConsumer(cfg.metrics_topic, bootstrap_servers=cfg.kafka,
@@ -37,6 +38,7 @@ def test_events_are_flushed_at_exit_with_an_end_marker(kafka_config):
     assert events[-1]["kind"] == "end"
     assert events[0]["tags"] == {"model": "mlp"}
     assert len(msgs) < 300  # batched, not one message per event
+    assert list((tmp_path / "spool").iterdir()) == []  # delivered: no spool left behind
 
 
 def test_spool_of_a_dead_trainer_is_listed_and_sent_by_the_cli(kafka_config, tmp_path):
