@@ -1,6 +1,7 @@
 """Producer options: privacy (tags, text), bad input, overflow policy, Kafka security."""
 
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -133,3 +134,21 @@ def test_init_from_env_with_embedded_pipeline(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="TELLTALE_RUN"):
         monkeypatch.delenv("TELLTALE_RUN")
         telltale.init()
+
+
+def test_init_starts_system_metrics_and_watch_uses_the_current_monitor(tmp_path, monkeypatch):
+    import torch
+
+    import telltale
+
+    monkeypatch.delenv("TELLTALE_KAFKA", raising=False)
+    monkeypatch.setenv("TELLTALE_STORE_DIR", str(tmp_path))
+    mon = telltale.init("init-run", system=0.02, handle_sigterm=False)
+    model = torch.nn.Linear(3, 1)
+    w = telltale.watch(model, every=1)
+    assert w.monitor is mon and w in mon._extras
+    model(torch.randn(2, 3)).sum().backward()
+    time.sleep(0.2)
+    telltale.close()
+    assert mon.stats()["sent"] >= 3  # system samples, the watched step, the end marker
+    assert not model._forward_pre_hooks  # close() took the hooks off

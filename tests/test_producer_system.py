@@ -50,3 +50,43 @@ def test_without_psutil_proc_and_os_times_are_used(monkeypatch):
     time.sleep(0.01)
     m = probe.sample()
     assert m["rss_mb"] > 10 and m["threads"] >= 1 and m["cpu_percent"] >= 0
+
+
+class FakeNVML:
+    """Stands in for the NVML library of a two-GPU machine (none here); device 1 fails."""
+
+    class NVMLError(Exception):
+        pass
+
+    NVML_TEMPERATURE_GPU = 0
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlShutdown(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetUtilizationRates(self, h):
+        if h == 1:
+            raise self.NVMLError("GPU is lost")
+        return type("U", (), {"gpu": 87})()
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        return type("M", (), {"used": 3 * 2**30})()
+
+    def nvmlDeviceGetTemperature(self, h, sensor):
+        return 71
+
+
+def test_several_gpus_get_a_prefix_and_a_failing_device_is_skipped(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNVML())
+    probe = GPUProbe()
+    assert probe.devices == 2
+    assert probe.sample() == {"gpu0_util": 87.0, "gpu0_mem_mb": 3072.0, "gpu0_temp_c": 71.0}
+    probe.close()
