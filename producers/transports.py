@@ -21,13 +21,22 @@ class KafkaTransport:
 
     def __init__(self, bootstrap: str, topic: str, ack_timeout: float = 10.0, **kafka_options):
         self.bootstrap, self.topic, self.ack_timeout = bootstrap, topic, ack_timeout
+        # a record is given up (expired) by kafka-python before our wait for its ack ends,
+        # so a failed send is not also delivered later (no duplicates after an outage)
         self.options = {"acks": "all", "linger_ms": 0,
                         "max_request_size": 4 * 1024 * 1024,
                         "request_timeout_ms": int(ack_timeout * 1000),
                         "reconnect_backoff_max_ms": 2000, "max_block_ms": 5000,
-                        "bootstrap_timeout_ms": 5000, "delivery_timeout_ms": 30000,
+                        "bootstrap_timeout_ms": 5000,
+                        "delivery_timeout_ms": int(ack_timeout * 1000) + 500,
                         **kafka_options}
+        self.max_send_seconds = (self.options["max_block_ms"]
+                                 + self.options["delivery_timeout_ms"]) / 1000 + 2.0
         self._producer = None
+
+    def __repr__(self) -> str:  # never shows credentials
+        return (f"KafkaTransport({self.bootstrap!r}, {self.topic!r}, security_protocol="
+                f"{self.options.get('security_protocol', 'PLAINTEXT')!r})")
 
     def _connect(self):
         from kafka import KafkaProducer
@@ -44,9 +53,28 @@ class KafkaTransport:
 
         producer = self._producer or self._connect()
         try:
-            producer.send(self.topic, key=run.encode(), value=payload).get(self.ack_timeout)
+            producer.send(self.topic, key=run.encode(), value=payload).get(
+                self.options["delivery_timeout_ms"] / 1000 + 1.0)
         except KafkaError as exc:
+            # start afresh next time: a producer that lived through an outage can keep stale
+            # metadata and idempotence sequence numbers, and stall its partitions for good
+            self._abandon()
             raise TransportError(f"Kafka send to {self.topic} failed: {exc}") from None
+
+    def _abandon(self) -> None:
+        """Drop the producer and whatever it still holds (the caller keeps the batch)."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=0)
+        except Exception:  # records still pending: stop its sender thread regardless
+            sender = getattr(producer, "_sender", None)
+            if sender is not None:
+                try:
+                    sender.force_close()
+                except Exception as exc:
+                    log.debug("kafka producer force close failed: %s", exc)
 
     def close(self) -> None:
         if self._producer is not None:

@@ -1,32 +1,97 @@
 """Telltale: real-time anomaly detection for model training and inference.
 
     import telltale
-    mon = telltale.init(run="exp-1")
-    for i in range(steps):
-        mon.log({"loss": loss, "acc": acc}, step=i)
-    mon.close()
+    with telltale.init(run="exp-1", tags={"model": "mlp"}) as mon:
+        telltale.watch(model, every=50)
+        for i in range(steps):
+            mon.log({"loss": loss, "acc": acc}, step=i)
 """
 
 from __future__ import annotations
 
+import os
+
 __version__ = "0.1.0"
 
+_current = None  # the monitor of the last init(), used by log()/watch() without one
 
-def init(run: str, tags: dict | None = None, broker: str | None = None, **options):
+
+def init(run: str | None = None, tags: dict | None = None, broker: str | None = None, *,
+         spool: bool | str = True, system: float | None = None,
+         allowed_tags=None, hash_tags=(), text=None, salt: str = "",
+         handle_sigterm: bool = True, **options):
     """Start monitoring a run; returns a :class:`~telltale.producers.Monitor`.
 
-    ``broker`` (or ``TELLTALE_KAFKA``) selects Kafka; without one the run goes through the
-    embedded pipeline in this process, which prints alerts to stderr and keeps results in
-    ``TELLTALE_STORE_DIR`` (default ``telltale-data``).
+    ``run`` defaults to ``TELLTALE_RUN``. ``broker`` (or ``TELLTALE_KAFKA``) selects Kafka,
+    with security settings from ``TELLTALE_KAFKA_SECURITY_PROTOCOL`` / ``_SASL_*`` /
+    ``_SSL_*``; without one the run goes through the embedded pipeline in this process,
+    which prints alerts to stderr and keeps results in ``TELLTALE_STORE_DIR``.
+
+    ``spool``: with Kafka, batches that cannot be delivered go to a spool file under
+    ``TELLTALE_SPOOL_DIR`` (or the directory given) and are replayed in order; ``False``
+    keeps them in memory only. ``system``: seconds between system-metric samples
+    (``TELLTALE_SYSTEM_INTERVAL``; ``0``/unset = off). ``allowed_tags`` (default
+    ``TELLTALE_ALLOWED_TAGS`` or rank, host, node, model), ``hash_tags`` (allowed, values
+    hashed with ``salt``), ``text`` (hook for string metric values; default drops them).
+    Other keyword arguments go to :class:`~telltale.producers.Monitor` (``max_queue``,
+    ``batch_size``, ``overflow``, ...).
     """
+    global _current
     from telltale.config import Config
     from telltale.producers import CallableTransport, KafkaTransport, Monitor
+    from telltale.producers.privacy import Privacy, drop_text
+    from telltale.producers.spool import Spool
 
+    run = run or os.environ.get("TELLTALE_RUN")
+    if not run:
+        raise ValueError("telltale.init needs a run id: init(run='exp-1') or TELLTALE_RUN")
     cfg = Config.from_env(kafka=broker)
+    privacy = Privacy(cfg.allowed_tags if allowed_tags is None else allowed_tags,
+                      hash_tags=hash_tags, text=text or drop_text, salt=salt)
+    sp = None
     if cfg.kafka:
-        transport = KafkaTransport(cfg.kafka, cfg.metrics_topic)
+        transport = KafkaTransport(cfg.kafka, cfg.metrics_topic, **cfg.kafka_options())
+        if spool:
+            rank = str((tags or {}).get("rank", os.environ.get("RANK", "0")))
+            sp = Spool(spool if isinstance(spool, str) else cfg.spool_dir, run, rank)
     else:
         from telltale.embedded import shared_pipeline
 
         transport = CallableTransport(shared_pipeline(cfg).submit)
-    return Monitor(run, transport, tags=tags, **options)
+    mon = Monitor(run, transport, tags=tags, spool=sp, privacy=privacy, **options)
+    if system is None:
+        system = float(os.environ.get("TELLTALE_SYSTEM_INTERVAL") or 0)
+    if system:
+        from telltale.producers.system import SystemSampler
+
+        SystemSampler(mon, interval=system).start()
+    if handle_sigterm:
+        from telltale.producers.signals import flush_on_sigterm
+
+        flush_on_sigterm()
+    _current = mon
+    return mon
+
+
+def log(metrics: dict, step: int | None = None, kind: str = "train", **kw) -> None:
+    """``log()`` on the monitor of the last :func:`init`."""
+    if _current is None:
+        raise RuntimeError("call telltale.init(run=...) before telltale.log()")
+    _current.log(metrics, step=step, kind=kind, **kw)
+
+
+def watch(model, every: int = 50, monitor=None, **kw):
+    """Publish gradient, weight, update, activation and attention statistics of a PyTorch
+    model every ``every`` training steps; see :func:`telltale.producers.watch.watch`."""
+    from telltale.producers.watch import watch as _watch
+
+    mon = monitor or _current
+    if mon is None:
+        raise RuntimeError("call telltale.init(run=...) before telltale.watch(model)")
+    return _watch(model, mon, every=every, **kw)
+
+
+def close() -> None:
+    """Close the monitor of the last :func:`init`."""
+    if _current is not None:
+        _current.close()

@@ -1,4 +1,5 @@
-"""The ``telltale`` command line: demo, worker, alerts, notify, silence, detect, score, replay."""
+"""The ``telltale`` command line: demo, worker, alerts, notify, silence, detect, score,
+replay, spool, ui, report."""
 
 from __future__ import annotations
 
@@ -472,6 +473,42 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_spool(args) -> int:
+    """List spooled (undelivered) batches of crashed or disconnected trainers; --send them."""
+    from telltale.producers import KafkaTransport, Monitor
+    from telltale.producers.spool import Spool, pending_spools
+
+    cfg = _config(args)
+    directory = args.dir or cfg.spool_dir
+    spools = pending_spools(directory)
+    if not spools:
+        print(f"no undelivered events in {directory}")
+        return 0
+    for s in spools:
+        print(f"  {s['run']:30} rank {s['rank']:4} {s['events']:>9} events "
+              f"{s['bytes'] / 1e6:8.2f} MB  {s['path']}")
+    if not args.send:
+        print(f"{len(spools)} spool(s); send them with: telltale spool --send (needs "
+              "TELLTALE_KAFKA or --kafka)")
+        return 0
+    if not cfg.kafka:
+        print("telltale spool --send needs a broker: set TELLTALE_KAFKA or pass --kafka",
+              file=sys.stderr)
+        return 2
+    failed = 0
+    for s in spools:
+        sp = Spool(directory, s["run"], s["rank"])
+        mon = Monitor(s["run"], KafkaTransport(cfg.kafka, cfg.metrics_topic,
+                                               **cfg.kafka_options()), spool=sp)
+        print(f"sending {s['events']} events of {s['run']} (rank {s['rank']}) ...", flush=True)
+        ok = mon.flush(timeout=args.timeout)
+        mon.close(timeout=5.0, end=False)
+        if not ok:
+            failed += 1
+            print(f"  not all sent: {mon.stats()['last_error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 # -- ui / report ------------------------------------------------------------------------
 
 
@@ -748,6 +785,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("events")
     _common_kafka(r)
     r.set_defaults(func=cmd_replay)
+
+    s = sub.add_parser("spool", help="list (or --send) events that trainers spooled to disk "
+                       "while the broker was away")
+    s.add_argument("--dir", help="spool directory (env TELLTALE_SPOOL_DIR, default "
+                   "~/.cache/telltale/spool)")
+    s.add_argument("--send", action="store_true", help="send them to Kafka now, in order")
+    s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait per spool "
+                   "(default 120)")
+    _common_kafka(s)
+    s.set_defaults(func=cmd_spool)
     return p
 
 

@@ -6,9 +6,16 @@ No ``TELLTALE_KAFKA`` means the embedded default: one process, in-memory bus, lo
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 DEFAULT_WINDOWS = ("step:100", "step:100/50", "time:60s")
+DEFAULT_ALLOWED_TAGS = ("rank", "host", "node", "model")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or inconsistent; the message says which and how to fix it."""
 
 
 def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -36,6 +43,18 @@ class Config:
     notify_config: str | None = None  # YAML/JSON handlers + routes (sinks/handlers.py)
     web_port: int = 6066
     log_level: str = "warning"
+    # Kafka security, passed through to kafka-python (see kafka_options()); secrets not in repr
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_sasl_password_file: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    spool_dir: str = field(default_factory=lambda: os.path.join(
+        os.path.expanduser("~"), ".cache", "telltale", "spool"))
+    allowed_tags: tuple[str, ...] = DEFAULT_ALLOWED_TAGS
 
     @property
     def metrics_topic(self) -> str:
@@ -74,6 +93,60 @@ class Config:
             notify_config=g("TELLTALE_NOTIFY_CONFIG") or None,
             web_port=int(g("TELLTALE_WEB_PORT", cls.web_port)),
             log_level=g("TELLTALE_LOG_LEVEL", cls.log_level),
+            kafka_security_protocol=(g("TELLTALE_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").upper(),
+            kafka_sasl_mechanism=(g("TELLTALE_KAFKA_SASL_MECHANISM") or "").upper() or None,
+            kafka_sasl_username=g("TELLTALE_KAFKA_SASL_USERNAME") or None,
+            kafka_sasl_password=g("TELLTALE_KAFKA_SASL_PASSWORD") or None,
+            kafka_sasl_password_file=g("TELLTALE_KAFKA_SASL_PASSWORD_FILE") or None,
+            kafka_ssl_cafile=g("TELLTALE_KAFKA_SSL_CAFILE") or None,
+            kafka_ssl_certfile=g("TELLTALE_KAFKA_SSL_CERTFILE") or None,
+            kafka_ssl_keyfile=g("TELLTALE_KAFKA_SSL_KEYFILE") or None,
+            spool_dir=g("TELLTALE_SPOOL_DIR") or cls.__dataclass_fields__["spool_dir"]
+            .default_factory(),
+            allowed_tags=_env_list("TELLTALE_ALLOWED_TAGS", DEFAULT_ALLOWED_TAGS),
         )
         names = {f.name for f in fields(cls)}
         return replace(cfg, **{k: v for k, v in overrides.items() if k in names and v is not None})
+
+    def kafka_options(self) -> dict:
+        """kafka-python keyword arguments for the security settings (producer, consumer, admin).
+
+        Reads the SASL password file here, so the secret is only held where it is used.
+        Raises :class:`ConfigError` for an inconsistent combination.
+        """
+        proto = self.kafka_security_protocol.upper()
+        if proto not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"TELLTALE_KAFKA_SECURITY_PROTOCOL={proto!r} is not one of "
+                              f"{', '.join(SECURITY_PROTOCOLS)}")
+        opts: dict = {"security_protocol": proto}
+        if proto.startswith("SASL"):
+            mech = (self.kafka_sasl_mechanism or "").upper()
+            if mech not in SASL_MECHANISMS:
+                raise ConfigError(f"security protocol {proto} needs TELLTALE_KAFKA_SASL_MECHANISM "
+                                  f"set to one of {', '.join(SASL_MECHANISMS)} (got {mech!r})")
+            password = self.kafka_sasl_password
+            if password is None and self.kafka_sasl_password_file:
+                try:
+                    with open(self.kafka_sasl_password_file) as f:
+                        password = f.read().strip()
+                except OSError as exc:
+                    raise ConfigError("cannot read TELLTALE_KAFKA_SASL_PASSWORD_FILE "
+                                      f"{self.kafka_sasl_password_file}: {exc.strerror}") from None
+            if not self.kafka_sasl_username or not password:
+                raise ConfigError(f"SASL mechanism {mech} needs TELLTALE_KAFKA_SASL_USERNAME and "
+                                  "TELLTALE_KAFKA_SASL_PASSWORD (or _PASSWORD_FILE)")
+            opts.update(sasl_mechanism=mech, sasl_plain_username=self.kafka_sasl_username,
+                        sasl_plain_password=password)
+        elif self.kafka_sasl_mechanism:
+            raise ConfigError(f"TELLTALE_KAFKA_SASL_MECHANISM is set but the security protocol is "
+                              f"{proto}; set TELLTALE_KAFKA_SECURITY_PROTOCOL=SASL_SSL or "
+                              "SASL_PLAINTEXT")
+        if proto.endswith("SSL"):
+            for key in ("cafile", "certfile", "keyfile"):
+                path = getattr(self, f"kafka_ssl_{key}")
+                if path:
+                    if not os.path.isfile(path):
+                        raise ConfigError(f"TELLTALE_KAFKA_SSL_{key.upper()}={path} does not "
+                                          "exist")
+                    opts[f"ssl_{key}"] = path
+        return opts

@@ -255,30 +255,41 @@ class MemoryStore:
 
 
 def open_alerts(alerts: list[dict]) -> list[dict]:
-    """Latest record of each incident (by id) that is not resolved."""
+    """Latest record of each incident (by id) that is not resolved, counting incidents
+    closed only because the run or its input ended (they never went back to normal)."""
     last: dict = {}
     for a in alerts:
         last[a.get("id") or id(a)] = a
-    return [a for a in last.values() if a.get("state") != "resolved"]
+    return [a for a in last.values() if a.get("state") != "resolved"
+            or str((a.get("stats") or {}).get("resolved_because", "")).endswith(" ended")]
 
 
 def incidents(alerts: list[dict]) -> list[dict]:
-    """One record per incident (alert id): the latest record, placed at its first step.
+    """One record per incident (alert id), placed at its first step: what happened comes
+    from its latest firing/updated record, its state from its latest record.
 
     With the alert lifecycle an incident is several records (firing, updated, resolved);
     without it every record is its own incident.
     """
     first: dict = {}
     last: dict = {}
+    active: dict = {}
     for a in alerts:
         key = a.get("id") or id(a)
         first.setdefault(key, a)
         last[key] = a
+        if a.get("state") != "resolved":
+            active[key] = a
     out = []
     for key, a in last.items():
         f = first[key]
-        step = a.get("first_step", f.get("step"))
-        out.append({**a, "step": step, "last_step": a.get("last_step", a.get("step"))})
+        base = active.get(key, a)
+        rec = {**base, "state": a.get("state", base.get("state")),
+               "step": a.get("first_step", f.get("step")),
+               "last_step": a.get("last_step", a.get("step"))}
+        if a is not base:
+            rec["resolution"] = a.get("message", "")
+        out.append(rec)
     return out
 
 

@@ -1,0 +1,275 @@
+"""Producer overhead: what one ``log()`` of 8 metrics costs a trainer, side by side.
+
+    .venv/bin/python bench/producer_overhead.py              # everything (~2 min)
+    .venv/bin/python bench/producer_overhead.py --only telltale,tensorboard --no-train
+
+Each logger runs in its own fresh process (so peak RSS is its own): per-call p50 / p99 in
+µs, the time to flush / finish after the loop, and peak RSS (ru_maxrss) against an empty
+interpreter. Telltale logs through a transport that discards batches (the sender thread
+still validates and encodes them; ``--kafka HOST:PORT`` sends to a real broker instead),
+wandb runs with ``mode="offline"``, mlflow with a local file store, TensorBoard through
+``torch.utils.tensorboard.SummaryWriter``. Then a real PyTorch CPU training loop runs with
+and without ``watch(model, every=50)``: two identical models take turns step by step, so
+drift cancels; the slowdown is the median over 50-step windows of the paired ratios.
+Needs ``pip install -e '.[bench]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+
+METRICS = ("loss", "accuracy", "grad_norm", "param_norm", "update_ratio", "lr",
+           "step_time_s", "samples_per_s")
+LOGGERS = ("telltale", "wandb", "mlflow", "tensorboard")
+TARGET_P50_US, TARGET_RATIO, TARGET_SLOWDOWN = 5.0, 10.0, 1.0
+
+
+def metrics_at(i: int) -> dict:
+    return {name: 1.0 / (i + k + 1) for k, name in enumerate(METRICS)}
+
+
+# -- one logger per child process ------------------------------------------------------
+
+
+def child(name: str, calls: int, kafka: str | None) -> dict:
+    tmp = tempfile.mkdtemp(prefix=f"bench-{name}-")
+    if name == "telltale":
+        from telltale.producers import KafkaTransport, Monitor
+
+        class Discard:
+            def send(self, run, payload):
+                pass
+
+            def close(self):
+                pass
+
+        transport = KafkaTransport(kafka, "telltale-bench.metrics") if kafka else Discard()
+        mon = Monitor("bench", transport, tags={"rank": 0})
+        log, finish = (lambda m, i: mon.log(m, step=i)), (lambda: mon.close())
+    elif name == "wandb":
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        run = wandb.init(mode="offline", dir=tmp, project="bench")
+        log, finish = (lambda m, i: run.log(m, step=i)), (lambda: run.finish())
+    elif name == "mlflow":
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # mlflow 3 deprecates the file store
+        import mlflow
+
+        mlflow.set_tracking_uri("file:" + tmp)  # the file store the issue names
+        mlflow.set_experiment("bench")
+        mlflow.start_run()
+        log, finish = (lambda m, i: mlflow.log_metrics(m, step=i)), (lambda: mlflow.end_run())
+    elif name == "tensorboard":
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(tmp)
+
+        def log(m, i):
+            for k, v in m.items():
+                writer.add_scalar(k, v, i)
+
+        finish = writer.close
+    elif name == "none":  # the interpreter alone: the RSS baseline
+        log, finish = (lambda m, i: None), (lambda: None)
+    else:
+        raise SystemExit(f"unknown logger {name!r}; one of {', '.join(LOGGERS)}")
+    payloads = [metrics_at(i) for i in range(calls)]
+    pc = time.perf_counter_ns
+    durations = []
+    for i, m in enumerate(payloads):
+        t0 = pc()
+        log(m, i)
+        durations.append(pc() - t0)
+    t0 = time.perf_counter()
+    finish()
+    flush_s = time.perf_counter() - t0
+    durations.sort()
+    return {"name": name, "calls": calls,
+            "p50_us": durations[len(durations) // 2] / 1000,
+            "p99_us": durations[int(len(durations) * 0.99)] / 1000,
+            "flush_s": flush_s,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_child(name: str, calls: int, kafka: str | None) -> dict:
+    cmd = [sys.executable, __file__, "--child", name, "--calls", str(calls)]
+    if kafka:
+        cmd += ["--kafka", kafka]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        return {"name": name, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- a real training loop, with and without watch() -----------------------------------
+
+
+def bench_training(pairs: int, every: int, threads: int) -> dict:
+    """Two identical models train side by side, one with ``watch()``, taking turns step by
+    step, so both see the same machine noise. Per window of ``every`` steps (one sampled
+    step each) the watched model's time is compared with the other's; returns medians of
+    the per-step times and of the windows' ratios, and the ratio of the totals."""
+    import torch
+    from torch import nn
+
+    from telltale.producers import Monitor
+    from telltale.producers.watch import watch
+
+    class Discard:
+        def send(self, run, payload):
+            pass
+
+        def close(self):
+            pass
+
+    torch.set_num_threads(threads)
+
+    def make():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                              nn.Linear(512, 10))
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    x, y = torch.randn(128, 256), torch.randint(0, 10, (128,))
+    variants = {"base": make(), "watch": make()}
+    mons = {k: Monitor(f"bench-{k}", Discard()) for k in variants}
+    w = watch(variants["watch"][0], mons["watch"], every=every)
+    steps = {k: 0 for k in variants}
+
+    def one_step(k: str) -> float:
+        model, opt = variants[k]
+        t0 = time.perf_counter()
+        steps[k] += 1
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        mons[k].log({"loss": loss.item()}, step=steps[k])
+        return time.perf_counter() - t0
+
+    for _ in range(every):  # warm up
+        one_step("base"), one_step("watch")
+    base, watched, extra = [], [], []
+    recent: deque = deque(maxlen=every)
+    carry = None  # the sampled step's time, waiting for the next step (where it is logged)
+    for i in range(pairs):  # a window of `every` steps each, the two models alternating
+        tb, tw = [], []
+        for j in range(every):
+            if j % 2 == 0:
+                tb.append(one_step("base"))
+                tw.append(one_step("watch"))
+            else:
+                tw.append(one_step("watch"))
+                tb.append(one_step("base"))
+            recent.extend((tb[-1],))
+            if carry is not None:  # vs two plain steps of the other model, same moment
+                extra.append(carry + tw[-1] - 2 * statistics.median(recent))
+                carry = None
+            if w._sampling:  # this step was sampled: its cost plus the next step's
+                carry = tw[-1]
+        base.append(sum(tb) / every)
+        watched.append(sum(tw) / every)
+        if (i + 1) % 10 == 0:
+            print(f"  {i + 1}/{pairs} windows", file=sys.stderr, flush=True)
+    w.remove()
+    for m in mons.values():
+        m.close()
+    ratios = [b_w / b_b - 1 for b_b, b_w in zip(base, watched, strict=True)]
+    base_ms = statistics.median(base) * 1e3
+    hook_ms = statistics.median(extra) * 1e3 if extra else float("nan")
+    return {"base_ms": base_ms, "watch_ms": statistics.median(watched) * 1e3,
+            "hook_ms": hook_ms, "hook_pct": hook_ms / (every * base_ms) * 100,
+            "slowdown_pct": statistics.median(ratios) * 100,
+            "total_pct": (sum(watched) / sum(base) - 1) * 100, "sampled": w.calls // every}
+
+
+# -- report ----------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Targets: p50 <= 5 us, >= 10x below the fastest other "
+                                       "logger, < 1 %% slowdown with watch(every=50).")
+    p.add_argument("--only", help=f"comma-separated loggers (default {','.join(LOGGERS)})")
+    p.add_argument("--calls", type=int, default=20000, help="log() calls for telltale "
+                   "(others: --other-calls)")
+    p.add_argument("--other-calls", type=int, default=2000, help="calls for wandb/mlflow/"
+                   "tensorboard (default 2000)")
+    p.add_argument("--kafka", help="send Telltale's batches to this broker instead of "
+                   "discarding them")
+    p.add_argument("--no-train", action="store_true", help="skip the training-loop part")
+    p.add_argument("--pairs", type=int, default=60, help="training windows (default 60)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier "
+                   "on a shared machine)")
+    p.add_argument("--every", type=int, default=50, help="watch() sampling interval")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.calls, args.kafka)))
+        return 0
+
+    names = [n.strip() for n in (args.only or ",".join(LOGGERS)).split(",") if n.strip()]
+    print("producer overhead: per log() of 8 metrics; each logger in a fresh process",
+          file=sys.stderr)
+    baseline = run_child("none", 10, None)
+    rows = []
+    for name in names:
+        calls = args.calls if name == "telltale" else args.other_calls
+        print(f"  {name}: {calls} calls ...", file=sys.stderr, flush=True)
+        rows.append(run_child(name, calls, args.kafka))
+    ok = [r for r in rows if "error" not in r]
+    tt = next((r for r in ok if r["name"] == "telltale"), None)
+    others = [r for r in ok if r["name"] != "telltale"]
+    print(f"\n{'logger':12} {'calls':>6} {'p50 µs':>9} {'p99 µs':>9} {'flush s':>8} "
+          f"{'peak RSS MB':>12} {'+RSS vs python':>15} {'p50 / telltale':>15}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:12} failed: {r['error']}")
+            continue
+        ratio = f"{r['p50_us'] / tt['p50_us']:.1f}x" if tt else "-"
+        print(f"{r['name']:12} {r['calls']:>6} {r['p50_us']:>9.2f} {r['p99_us']:>9.2f} "
+              f"{r['flush_s']:>8.3f} {r['peak_rss_mb']:>12.1f} "
+              f"{r['peak_rss_mb'] - baseline.get('peak_rss_mb', 0):>15.1f} {ratio:>15}")
+    verdicts = []
+    if tt:
+        verdicts.append(f"telltale p50 {tt['p50_us']:.2f} µs (target <= {TARGET_P50_US:g}): "
+                        + ("met" if tt["p50_us"] <= TARGET_P50_US else "MISSED"))
+        if others:
+            fastest = min(others, key=lambda r: r["p50_us"])
+            ratio = fastest["p50_us"] / tt["p50_us"]
+            verdicts.append(f"fastest other: {fastest['name']} at {fastest['p50_us']:.2f} µs = "
+                            f"{ratio:.1f}x telltale (target >= {TARGET_RATIO:g}x): "
+                            + ("met" if ratio >= TARGET_RATIO else "MISSED"))
+    if not args.no_train:
+        print(f"\ntraining loop (MLP 256-512-512-10, batch 128, AdamW, CPU, {args.threads} "
+              f"thread(s)): {args.pairs} windows of {args.every} steps, the models alternating ...",
+              file=sys.stderr, flush=True)
+        tr = bench_training(args.pairs, args.every, args.threads)
+        print(f"\ntraining step: {tr['base_ms']:.3f} ms without watch, {tr['watch_ms']:.3f} ms "
+              f"with watch(every={args.every}) (medians; {tr['sampled']} sampled steps)")
+        print(f"sampled step + the step that logs it: {tr['hook_ms']:.3f} ms more than two "
+              f"plain steps (median) = {tr['hook_pct']:.2f} % of a {args.every}-step window")
+        verdicts.append(f"watch() slowdown {tr['slowdown_pct']:+.2f} % (median of paired "
+                        f"windows; {tr['total_pct']:+.2f} % over all steps; hook cost "
+                        f"{tr['hook_pct']:.2f} %; target < {TARGET_SLOWDOWN:g} %): "
+                        + ("met" if max(tr["slowdown_pct"], tr["hook_pct"]) < TARGET_SLOWDOWN
+                           else "MISSED"))
+    print()
+    for v in verdicts:
+        print(v)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
