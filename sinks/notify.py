@@ -137,12 +137,15 @@ def run_notify(cfg: Config, ncfg: NotifyConfig, group: str, from_beginning: bool
     from kafka import KafkaConsumer, KafkaProducer
     from kafka.errors import CommitFailedError, KafkaError
 
-    try:
-        consumer = KafkaConsumer(
+    def connect():
+        return KafkaConsumer(
             cfg.alerts_topic, bootstrap_servers=cfg.kafka, group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
             max_poll_interval_ms=int(max(300.0, 2 * _max_retry_seconds(ncfg) + 60) * 1000))
+
+    try:
+        consumer = connect()
         producer = KafkaProducer(bootstrap_servers=cfg.kafka)
     except KafkaError:
         raise ConnectionError(f"no Kafka broker answers at {cfg.kafka}; check TELLTALE_KAFKA")\
@@ -161,7 +164,24 @@ def run_notify(cfg: Config, ncfg: NotifyConfig, group: str, from_beginning: bool
     first = last_seen = time.monotonic()
     try:
         while not stop.is_set():
-            for msgs in consumer.poll(timeout_ms=200, max_records=500).values():
+            try:
+                polled = consumer.poll(timeout_ms=200, max_records=500)
+            except KafkaError as exc:  # the broker went away: reconnect and resume the group
+                echo(f"notify: lost the broker ({type(exc).__name__}); reconnecting")
+                try:
+                    consumer.close(autocommit=False)
+                except Exception:  # a consumer without a broker may fail to close
+                    pass
+                while not stop.wait(1.0):
+                    try:
+                        consumer = connect()
+                        break
+                    except KafkaError:
+                        continue
+                batch = []  # uncommitted: the group hands these to us again (deduped)
+                dedup = Deduper()
+                continue
+            for msgs in polled.values():
                 for m in msgs:
                     try:
                         a = json.loads(m.value)

@@ -230,12 +230,16 @@ def cmd_alerts(args) -> int:
         return 2
     topic = cfg.deadletter_topic if args.deadletter else cfg.alerts_topic
     group = args.group or f"{cfg.topic_prefix}-alerts-tail-{uuid.uuid4().hex[:8]}"
-    try:
-        consumer = KafkaConsumer(
+
+    def connect():
+        return KafkaConsumer(
             topic, bootstrap_servers=cfg.kafka, group_id=group,
             auto_offset_reset="earliest" if args.from_beginning else "latest",
             enable_auto_commit=True,
             consumer_timeout_ms=int(args.timeout * 1000) if args.timeout else float("inf"))
+
+    try:
+        consumer = connect()
     except KafkaError:
         print(f"no Kafka broker answers at {cfg.kafka}", file=sys.stderr)
         return 1
@@ -247,30 +251,52 @@ def cmd_alerts(args) -> int:
     dedup = Deduper()  # a worker that crashed may have sent some records twice
     n = 0
     try:
-        for msg in consumer:
+        while True:
             try:
-                rec = json.loads(msg.value)
-            except ValueError:
-                print(f"skipping an unreadable record at offset {msg.offset}", file=sys.stderr)
-                continue
-            if args.deadletter:
-                if args.run and rec.get("run") not in (None, args.run):
-                    continue
-                print(json.dumps(rec) if args.json else f"DEAD-LETTER {rec.get('reason')}",
-                      flush=True)
-            else:
-                if not keep(rec) or not dedup.first(rec):
-                    continue
-                print(json.dumps(rec) if args.json else format_alert(rec, args.verbose),
-                      flush=True)
-            n += 1
-            if args.max and n >= args.max:
-                break
+                for msg in consumer:
+                    try:
+                        rec = json.loads(msg.value)
+                    except ValueError:
+                        print(f"skipping an unreadable record at offset {msg.offset}",
+                              file=sys.stderr)
+                        continue
+                    if args.deadletter:
+                        if args.run and rec.get("run") not in (None, args.run):
+                            continue
+                        print(json.dumps(rec) if args.json
+                              else f"DEAD-LETTER {rec.get('reason')}", flush=True)
+                    else:
+                        if not keep(rec) or not dedup.first(rec):
+                            continue
+                        print(json.dumps(rec) if args.json else format_alert(rec, args.verbose),
+                              flush=True)
+                    n += 1
+                    if args.max and n >= args.max:
+                        return 0
+                return 0  # --timeout: nothing new for that long
+            except KafkaError as exc:  # the broker went away: reconnect, resume the group
+                print(f"telltale alerts: lost the broker ({type(exc).__name__}); reconnecting",
+                      file=sys.stderr, flush=True)
+                _close_quietly(consumer)
+                consumer = None
+                while consumer is None:
+                    time.sleep(1.0)
+                    try:
+                        consumer = connect()
+                    except KafkaError:
+                        pass
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
+        if consumer is not None:
+            _close_quietly(consumer)
+
+
+def _close_quietly(consumer) -> None:
+    try:
         consumer.close()
-    return 0
+    except Exception:  # closing a consumer whose broker is gone may raise; nothing to keep
+        pass
 
 
 # -- notify / silence ---------------------------------------------------------------

@@ -13,13 +13,14 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import influxql, wait_for
+from conftest import config_env, influxql, wait_for
 from kafka import KafkaProducer
 from test_kafka_pipeline import TopicReader, _influx_count
 
@@ -188,9 +189,13 @@ def test_broker_restart_mid_stream(kafka_config, start_worker):
     cfg = kafka_config
     msgs = batches(time.time() - 3600)
     half = len(msgs) // 2
-    alerts = TopicReader(cfg, cfg.alerts_topic)
     w = start_worker(cfg)
     w.wait_ready()
+    # an alert consumer that lives through the restart (`telltale alerts`, a consumer group)
+    n_alerts = len(reference(cfg, msgs)[0])
+    tail = subprocess.Popen([sys.executable, "-m", "telltale", "alerts", "--json",
+                             "--from-beginning", "--max", str(n_alerts)], env=config_env(cfg),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     publish(cfg, msgs[:half])
     wait_for(lambda: w.status().get("messages", 0) >= half, timeout=60,
              what="the first half processed")
@@ -200,11 +205,23 @@ def test_broker_restart_mid_stream(kafka_config, start_worker):
     finally:
         services("start-kafka", "--keep-data")
     publish(cfg, msgs[half:])
-    wait_all_in_influx(cfg, msgs, timeout=180)
-    time.sleep(1.0)
-    alerts.close()
+    try:
+        wait_all_in_influx(cfg, msgs, timeout=180)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nworker status {w.status()}\n{w.log()[-4000:]}") from None
     assert w.alive(), w.log()[-3000:]
-    check_against_reference(cfg, msgs, alerts.values())
+    try:
+        out, err = tail.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        tail.kill()
+        out, err = tail.communicate()
+    tailed = [json.loads(x) for x in out.splitlines()]
+    assert len(tailed) == n_alerts, err[-3000:]
+    check_against_reference(cfg, msgs, tailed)
+    reader = TopicReader(cfg, cfg.alerts_topic)  # and the topic itself holds them all
+    time.sleep(3)
+    reader.close()
+    check_against_reference(cfg, msgs, reader.values())
 
 
 def test_influxdb_down_for_60s_spills_and_catches_up(kafka_config, start_worker):
