@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import time
+from collections import OrderedDict
 
 import faust
 import mode
@@ -52,12 +53,14 @@ class Checkpointer:
         self.lock = asyncio.Lock()
         self.last = time.monotonic()
         self.counts = {"checkpoints": 0, "messages": 0, "skipped": 0, "evicted": 0}
+        self.new_runs = 0  # runs started since the last checkpoint (not in the table yet)
 
     def state_for(self, run: str, partition: int, new_state) -> dict:
         ent = self.cache.get(run)
         if ent is None:
             saved = self.table.get(run.encode())
             state = json.loads(saved) if saved else new_state(run)
+            self.new_runs += saved is None
             ent = self.cache[run] = {"state": state, "dirty": False, "partition": partition}
         ent["seen"] = time.monotonic()
         return ent
@@ -95,6 +98,7 @@ class Checkpointer:
             elif now - ent["seen"] > IDLE_EVICT_S:
                 del self.cache[run]
                 self.counts["evicted"] += 1
+        self.new_runs = 0
         events, self.unacked = self.unacked, []
         for ev in events:  # 4. the input is done: Faust may commit its offsets
             ev.ack()
@@ -136,7 +140,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
     sink = AsyncInfluxSink(cfg) if cfg.influx_url else None
     buffer = DurablePointBuffer(os.path.join(cfg.data_dir, "influx-spill"))
     ck = Checkpointer(run_state, buffer, sink, app.producer)
-    seen_runs: dict[str, int] = {}  # run -> events this worker processed (for ops and tests)
+    seen_runs: OrderedDict[str, int] = OrderedDict()  # run -> events processed (ops, tests)
 
     async def dead_letter(key, rejected: Rejected) -> None:
         log.warning("dead-lettered input: %s", rejected.reason)
@@ -164,6 +168,13 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
             for ev in events:
                 by_run.setdefault(ev.run, []).append(ev)
             for run, evs in by_run.items():
+                if run not in ck.cache and run.encode() not in run_state \
+                        and len(run_state) + ck.new_runs >= cfg.max_active_runs:
+                    await dead_letter(key, Rejected(
+                        f"this worker already holds {cfg.max_active_runs} active runs "
+                        f"(TELLTALE_MAX_ACTIVE_RUNS); run {run!r} not started",
+                        {"run": run, "events": len(evs)}))
+                    continue
                 ent = ck.state_for(run, partition, processor.new_state)
                 state = ent["state"]
                 offs = state.setdefault("offsets", {})
@@ -173,10 +184,14 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                 out = processor.process(state, evs)
                 offs[str(partition)] = offset
                 ent["dirty"] = True
-                seen_runs[run] = seen_runs.get(run, 0) + len(evs)
+                seen_runs[run] = seen_runs.pop(run, 0) + len(evs)
+                if len(seen_runs) > 10_000:  # bounded: the most recently active runs
+                    seen_runs.popitem(last=False)
                 rkey = run.encode()
                 for a in out.alerts:
                     ck.sends.append(await alerts_topic.send(key=rkey, value=dumps(a).encode()))
+                for r in out.rejected:
+                    await dead_letter(key, r)
                 buffer.add(out.points)
         except Exception as exc:  # a poison message must not stop the worker
             log.exception("processing failed")

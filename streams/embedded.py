@@ -109,6 +109,13 @@ class EmbeddedPipeline:
         return out
 
     def _emit(self, out: Output) -> None:
+        for r in out.rejected:
+            self.counts["rejected"] += 1
+            rec = r.to_dict()
+            if self.store is not None:
+                self.store.write_deadletters([rec])
+            if self.on_reject is not None:
+                self.on_reject(rec)
         self.counts["alerts"] += len(out.alerts)
         self.counts["points"] += len(out.points)
         if self.store is not None:

@@ -18,7 +18,7 @@ from telltale.detectors import Finding, Pipelines, WindowResult, WindowSpec, Win
 from telltale.detectors.pipelines import default_pipelines
 from telltale.detectors.runrules import SeriesBatch
 from telltale.records import Point, to_ns
-from telltale.schema import Event
+from telltale.schema import Event, Rejected
 from telltale.streams.lifecycle import AlertPolicy, AlertTracker
 
 STATE_VERSION = 1
@@ -42,10 +42,12 @@ class Candidate:
 class Output:
     points: list[Point] = field(default_factory=list)
     alerts: list[dict] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)  # for the dead-letter topic
 
     def extend(self, other: Output) -> None:
         self.points.extend(other.points)
         self.alerts.extend(other.alerts)
+        self.rejected.extend(other.rejected)
 
 
 class RunProcessor:
@@ -59,6 +61,7 @@ class RunProcessor:
                          if config.pipelines_file else default_pipelines())
         self.pipelines = pipelines
         self.rules = pipelines.run_rules()
+        self.max_series = config.max_series_per_run
         policy = (AlertPolicy.from_file(config.alert_policy_file)
                   if config.alert_policy_file else AlertPolicy())
         step_windows = [ws.spec.label for ws in self.windows
@@ -134,9 +137,13 @@ class RunProcessor:
         candidates: list[Candidate] = []
         batch: dict[str, SeriesBatch] = {}
         seen: dict[str, tuple] = {}  # series key -> (steps, ts, values, scores) of the batch
+        refused = []
         for key, (steps, ts, vals, kind, seqs) in groups.items():
             ser = state["series"].get(key)
             if ser is None:
+                if len(state["series"]) >= self.max_series:  # bounded state per run
+                    refused.append((key, len(steps)))
+                    continue
                 ser = state["series"][key] = self._new_series(key, kind)
             metric, rank = key.rsplit("|", 1)
             sb = batch[key] = SeriesBatch(metric, rank, ser["kind"],
@@ -153,6 +160,13 @@ class RunProcessor:
                 kind = state["series"][f"{rf.metric}|{rf.rank}"]["kind"]
                 candidates.append(Candidate(rf.metric, rf.rank, kind, rf.step, rf.ts, rf.value,
                                             rf.finding))
+        if refused:
+            state["refused_values"] = state.get("refused_values", 0) + sum(n for _, n in refused)
+            out.rejected.append(Rejected(
+                f"run {run!r} has {self.max_series} series (metric × rank), the most one run "
+                f"may have (TELLTALE_MAX_SERIES_PER_RUN); {sum(n for _, n in refused)} values "
+                f"of {len(refused)} new series were not processed",
+                {"run": run, "series": [k for k, _ in refused[:50]]}))
         candidates = self._group_nonfinite(state, candidates)
         self._emit_alerts(state, candidates, out, seen)
         return out

@@ -42,6 +42,8 @@ class Config:
     alert_policy_file: str | None = None  # JSON AlertPolicy (streams/lifecycle.py)
     notify_config: str | None = None  # YAML/JSON handlers + routes (sinks/handlers.py)
     web_port: int = 6066
+    max_series_per_run: int = 2000  # metric × rank series one run may have
+    max_active_runs: int = 50_000  # runs with state one worker holds (un-ended)
     log_level: str = "warning"
     # Kafka security, passed through to kafka-python (see kafka_options()); secrets not in repr
     kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
@@ -92,6 +94,8 @@ class Config:
             alert_policy_file=g("TELLTALE_ALERT_POLICY") or None,
             notify_config=g("TELLTALE_NOTIFY_CONFIG") or None,
             web_port=int(g("TELLTALE_WEB_PORT", cls.web_port)),
+            max_series_per_run=int(g("TELLTALE_MAX_SERIES_PER_RUN", cls.max_series_per_run)),
+            max_active_runs=int(g("TELLTALE_MAX_ACTIVE_RUNS", cls.max_active_runs)),
             log_level=g("TELLTALE_LOG_LEVEL", cls.log_level),
             kafka_security_protocol=(g("TELLTALE_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").upper(),
             kafka_sasl_mechanism=(g("TELLTALE_KAFKA_SASL_MECHANISM") or "").upper() or None,

@@ -56,6 +56,8 @@ def config_env(cfg: Config) -> dict:
         "TELLTALE_TOPIC_PREFIX": cfg.topic_prefix, "TELLTALE_APP_ID": cfg.app_id,
         "TELLTALE_INFLUX_DB": cfg.influx_db, "TELLTALE_PARTITIONS": str(cfg.partitions),
         "TELLTALE_LOG_LEVEL": "warning",
+        "TELLTALE_MAX_ACTIVE_RUNS": str(cfg.max_active_runs),
+        "TELLTALE_MAX_SERIES_PER_RUN": str(cfg.max_series_per_run),
     })
     return env
 

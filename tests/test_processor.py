@@ -91,3 +91,16 @@ def test_end_event_flushes_windows_and_marks_the_run_ended():
                                Event("r", 2, 3.0, "end", {})])
     w = [p for p in out.points if p.measurement == "window_stats"]
     assert state["ended"] and len(w) == 1 and w[0].fields["mean"] == 2.0
+
+
+def test_a_run_has_bounded_series_and_the_rest_is_dead_lettered_with_a_reason():
+    proc = RunProcessor(Config(max_series_per_run=10))
+    state = proc.new_state("wide")
+    evs = [Event("wide", s, float(s), "train", {f"m{s}_{j}": 1.0 for j in range(3)})
+           for s in range(1, 8)]  # 21 distinct metrics
+    out = proc.process(state, evs)
+    assert len(state["series"]) == 10 and state["refused_values"] == 11
+    (r,) = out.rejected
+    assert "TELLTALE_MAX_SERIES_PER_RUN" in r.reason and r.to_dict()["raw"]
+    out = proc.process(state, [Event("wide", 9, 9.0, "train", {"m1_0": 2.0})])
+    assert not out.rejected  # known series go on
