@@ -54,12 +54,17 @@ class Checkpointer:
         self.last = time.monotonic()
         self.counts = {"checkpoints": 0, "messages": 0, "skipped": 0, "evicted": 0}
         self.new_runs = 0  # runs started since the last checkpoint (not in the table yet)
+        self.expected: dict[int, int] = {}  # partition -> next offset to process
+        self.progress: dict[int, float] = {}  # partition -> when it last moved
+        self.counts["refetches"] = 0
 
     def state_for(self, run: str, partition: int, new_state) -> dict:
         ent = self.cache.get(run)
         if ent is None:
             saved = self.table.get(run.encode())
             state = json.loads(saved) if saved else new_state(run)
+            if state.get("ended_marker"):  # the run ended; its offsets still skip replays
+                state = {**new_state(run), "offsets": state.get("offsets", {})}
             self.new_runs += saved is None
             ent = self.cache[run] = {"state": state, "dirty": False, "partition": partition}
         ent["seen"] = time.monotonic()
@@ -89,8 +94,10 @@ class Checkpointer:
         now = time.monotonic()
         for run, ent in list(self.cache.items()):  # 3. changed states go to the changelog
             if ent["dirty"]:
-                if ent["state"].get("ended"):
-                    self.table.pop(run.encode(), None)
+                if ent["state"].get("ended"):  # release the state, keep a small marker
+                    marker = {"run": run, "ended_marker": True,
+                              "offsets": ent["state"].get("offsets", {})}
+                    self.table[run.encode()] = dumps(marker).encode()
                     del self.cache[run]
                 else:
                     self.table[run.encode()] = dumps(ent["state"]).encode()
@@ -108,6 +115,8 @@ class Checkpointer:
         """Partitions went to another worker: drop what this one cached for them."""
         for run in [r for r, e in self.cache.items() if e["partition"] in partitions]:
             del self.cache[run]
+        for p in partitions:
+            self.expected.pop(p, None)
 
 
 def build_app(cfg: Config, ui: bool = False) -> faust.App:
@@ -124,6 +133,10 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         web_port=cfg.web_port,
         producer_max_request_size=4 * 1024 * 1024,
         consumer_auto_offset_reset="earliest",
+        # input is acked at checkpoints, not by the agent loop: on stop or rebalance Faust
+        # must not wait for un-acked messages (it would wait for the agent it stopped);
+        # they are simply processed again by the next owner
+        stream_wait_empty=False,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
            "value_serializer": "raw"}
@@ -151,9 +164,22 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
     async def process(stream):
         async for event in stream.noack().events():
             async with ck.lock:
-                await handle(event)
-                ck.unacked.append(event)
-                ck.counts["messages"] += 1
+                msg = event.message
+                exp = ck.expected.get(msg.partition)
+                if exp is not None and msg.offset > exp:
+                    # a message before this one never reached the agent (dropped from the
+                    # fetch buffers in a rebalance): read again from it; ack nothing past it
+                    ck.counts["refetches"] += 1
+                    log.warning("partition %d: got offset %d, expected %d; reading again",
+                                msg.partition, msg.offset, exp)
+                    await app.consumer.seek(msg.tp, exp)
+                    continue
+                if exp is None or msg.offset == exp:
+                    await handle(event)
+                    ck.expected[msg.partition] = msg.offset + 1
+                    ck.progress[msg.partition] = time.monotonic()
+                    ck.counts["messages"] += 1
+                ck.unacked.append(event)  # (a message seen again is acked, not processed)
             if ck.due():
                 await ck.checkpoint()
 
@@ -201,10 +227,50 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
     async def checkpoint_timer():
         await ck.checkpoint()
 
+    @app.timer(2.0)
+    async def tail_check():
+        """A partition whose log ends past what was processed, with nothing arriving: its
+        last messages were dropped in a rebalance and no later one shows the gap. Read
+        again from the first one not processed."""
+        now = time.monotonic()
+        async with ck.lock:
+            for tp in app.consumer.assignment():
+                if tp.topic != cfg.metrics_topic:
+                    continue
+                exp = ck.expected.get(tp.partition)
+                hw = app.consumer.highwater(tp)
+                if exp is not None and hw is not None and hw > exp \
+                        and now - ck.progress.get(tp.partition, 0.0) > 3.0:
+                    ck.counts["refetches"] += 1
+                    log.warning("partition %d: log ends at %d, processed up to %d; reading "
+                                "again", tp.partition, hw, exp)
+                    ck.progress[tp.partition] = now
+                    await app.consumer.seek(tp, exp)
+
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs) -> None:
         async with ck.lock:  # everything acked so far is checkpointed; the rest is replayed
             ck.forget({tp.partition for tp in revoked if tp.topic == cfg.metrics_topic})
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app, assigned, **kwargs) -> None:
+        # Messages fetched before the rebalance and dropped from the stream buffers were
+        # never processed: read everything after the committed offsets again (the run
+        # states' offsets skip what was already applied).
+        mine = [tp for tp in assigned if tp.topic == cfg.metrics_topic]
+        async with ck.lock:
+            kept = {tp.partition for tp in mine}
+            for p in list(ck.expected):
+                if p not in kept:
+                    del ck.expected[p]
+            if mine:
+                await app.consumer.perform_seek()
+                committed = app.consumer._committed_offset  # what perform_seek read
+                for tp in mine:
+                    # a partition this worker kept: it processed everything before its
+                    # expected offset (cached states hold it); a new one starts at the commit
+                    if tp.partition not in ck.expected and committed.get(tp) is not None:
+                        ck.expected[tp.partition] = committed[tp]
 
     @app.timer(0.5)
     async def write_status():

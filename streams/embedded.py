@@ -103,6 +103,8 @@ class EmbeddedPipeline:
                 if state is None:
                     state = self.states[run] = self.processor.new_state(run)
                 out.extend(self.processor.process(state, evs))
+                if state["ended"]:  # a run that ended releases its state (bounded memory)
+                    del self.states[run]
             self.counts["events"] += len(events)
             self.counts["messages"] += 1
             self._emit(out)

@@ -430,12 +430,16 @@ def cmd_detect(args) -> int:
     out = open(args.out, "w") if args.out else sys.stdout
     total = os.path.getsize(args.events)
     read = 0
-    rejects: list[dict] = []
+    rejects: list[dict] = []  # the first few, to show; all are counted
 
     def on_alert(a):
         out.write(json.dumps(a) + "\n")
 
-    pipe = EmbeddedPipeline(cfg, store=None, on_alert=on_alert, on_reject=rejects.append)
+    def on_reject(r):
+        if len(rejects) < 5:
+            rejects.append(r)
+
+    pipe = EmbeddedPipeline(cfg, store=None, on_alert=on_alert, on_reject=on_reject)
     t0 = last = time.perf_counter()
     for run, payload in _read_batches(args.events):
         read += len(payload)
@@ -450,7 +454,7 @@ def cmd_detect(args) -> int:
         out.close()
         dt = time.perf_counter() - t0
         print(f"\rdetect: {pipe.counts['events']} events, {pipe.counts['alerts']} alerts, "
-              f"{len(rejects)} rejected, {pipe.counts['events'] / dt:,.0f} events/s "
+              f"{pipe.counts['rejected']} rejected, {pipe.counts['events'] / dt:,.0f} events/s "
               f"-> {args.out}", file=sys.stderr)
     for r in rejects[:5]:
         print(f"rejected: {r['reason']}", file=sys.stderr)

@@ -178,10 +178,16 @@ def test_a_second_worker_joins_then_leaves(kafka_config, start_worker):
     time.sleep(0.5)
     b.stop()  # leaves: its partitions go back to a
     publish(cfg, msgs[2 * third:])
-    wait_all_in_influx(cfg, msgs)
+    try:
+        wait_all_in_influx(cfg, msgs)
+    except AssertionError as exc:
+        counts = {r.run: _influx_count(cfg, r.run) for r in RUNS}
+        raise AssertionError(f"{exc}\nin InfluxDB: {counts}\na: {a.status()}\nb: {b.status()}"
+                             f"\n--- a:\n{a.log()[-3000:]}\n--- b:\n{b.log()[-3000:]}") from None
     time.sleep(1.0)
     alerts.close()
-    assert b.status()["runs"], "the second worker took part"
+    assert b.status()["messages"] > 0, "the second worker took part"
+    print(f"\na: {a.status()}\nb: {b.status()}")
     check_against_reference(cfg, msgs, alerts.values())
 
 
