@@ -55,6 +55,7 @@ class Checkpointer:
         self.counts = {"checkpoints": 0, "messages": 0, "skipped": 0, "evicted": 0}
         self.new_runs = 0  # runs started since the last checkpoint (not in the table yet)
         self.expected: dict[int, int] = {}  # partition -> next offset to process
+        self.rewind = False  # read again from the committed offsets (see tail_check)
         self.progress: dict[int, float] = {}  # partition -> when it last moved
         self.counts["refetches"] = 0
 
@@ -169,10 +170,11 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                 if exp is not None and msg.offset > exp:
                     # a message before this one never reached the agent (dropped from the
                     # fetch buffers in a rebalance): read again from it; ack nothing past it
-                    ck.counts["refetches"] += 1
-                    log.warning("partition %d: got offset %d, expected %d; reading again",
-                                msg.partition, msg.offset, exp)
-                    await app.consumer.seek(msg.tp, exp)
+                    if not ck.rewind:
+                        log.warning("partition %d: got offset %d, expected %d; reading "
+                                    "again from the committed offset", msg.partition,
+                                    msg.offset, exp)
+                    ck.rewind = True  # done by `tail_check`, outside the agent
                     continue
                 if exp is None or msg.offset == exp:
                     await handle(event)
@@ -227,25 +229,37 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
     async def checkpoint_timer():
         await ck.checkpoint()
 
-    @app.timer(2.0)
+    @app.timer(0.5)
     async def tail_check():
-        """A partition whose log ends past what was processed, with nothing arriving: its
-        last messages were dropped in a rebalance and no later one shows the gap. Read
-        again from the first one not processed."""
+        """Messages dropped from the fetch buffers in a rebalance never reach the agent: a
+        later message shows the gap (the agent sets ``ck.rewind``), or, for a partition's
+        last messages, its log ends past what was processed while nothing arrives. Then the
+        consumer is paused and reads again from the committed offsets (what the run states
+        already hold is acked without being processed twice)."""
         now = time.monotonic()
-        async with ck.lock:
-            for tp in app.consumer.assignment():
-                if tp.topic != cfg.metrics_topic:
-                    continue
-                exp = ck.expected.get(tp.partition)
-                hw = app.consumer.highwater(tp)
-                if exp is not None and hw is not None and hw > exp \
-                        and now - ck.progress.get(tp.partition, 0.0) > 3.0:
-                    ck.counts["refetches"] += 1
-                    log.warning("partition %d: log ends at %d, processed up to %d; reading "
-                                "again", tp.partition, hw, exp)
-                    ck.progress[tp.partition] = now
-                    await app.consumer.seek(tp, exp)
+        for tp in app.consumer.assignment():
+            if tp.topic != cfg.metrics_topic:
+                continue
+            exp = ck.expected.get(tp.partition)
+            hw = app.consumer.highwater(tp)
+            if exp is not None and hw is not None and hw > exp \
+                    and now - ck.progress.get(tp.partition, 0.0) > 3.0:
+                log.warning("partition %d: log ends at %d, processed up to %d; reading "
+                            "again from the committed offset", tp.partition, hw, exp)
+                ck.progress[tp.partition] = now
+                ck.rewind = True
+        if ck.rewind:
+            ck.counts["refetches"] += 1
+            consumer = app.consumer
+            consumer.stop_flow()
+            try:
+                await asyncio.wait_for(consumer.wait_for_stopped_flow(), 10.0)
+                await consumer.perform_seek()
+            except Exception:  # next time; the data stays in Kafka
+                log.exception("could not read the partitions again")
+            finally:
+                ck.rewind = False
+                consumer.resume_flow()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs) -> None:
