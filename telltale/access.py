@@ -60,6 +60,12 @@ def explain_kafka_failure(cfg: Config, log_text: str, exc: BaseException | None 
     if "Connection refused" in log_text or "ECONNREFUSED" in log_text:
         return (f"no Kafka broker answers at {cfg.kafka}: check TELLTALE_KAFKA or start one "
                 "(scripts/services.sh start)")
+    if proto.startswith("SASL") and "disconnected" in log_text:
+        # the broker may close the socket before its SaslAuthenticate answer is read
+        return (f"{where} closed the connection during SASL authentication: most likely it "
+                f"rejected the credentials of user {cfg.kafka_sasl_username!r} "
+                f"({cfg.kafka_sasl_mechanism}); check TELLTALE_KAFKA_SASL_USERNAME and "
+                "TELLTALE_KAFKA_SASL_PASSWORD (or TELLTALE_KAFKA_SASL_PASSWORD_FILE)")
     if proto == "PLAINTEXT" and "disconnected" in log_text:
         return (f"{where} closed the connection: it may need TLS and SASL; set "
                 "TELLTALE_KAFKA_SECURITY_PROTOCOL (e.g. SASL_SSL) and the credentials")
@@ -68,8 +74,9 @@ def explain_kafka_failure(cfg: Config, log_text: str, exc: BaseException | None 
             f"TELLTALE_KAFKA_SECURITY_PROTOCOL (now {proto})")
 
 
-def kafka_admin(cfg: Config, timeout: float = 10.0):
-    """A connected kafka-python admin client, or :class:`AccessError` within ``timeout``."""
+def kafka_admin(cfg: Config, timeout: float = 10.0, connect_timeout: float = 10.0):
+    """A connected kafka-python admin client, or :class:`AccessError` after
+    ``connect_timeout`` s; ``timeout`` bounds each admin request."""
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -78,7 +85,8 @@ def kafka_admin(cfg: Config, timeout: float = 10.0):
         try:
             return KafkaAdminClient(bootstrap_servers=cfg.kafka, client_id="telltale-admin",
                                     request_timeout_ms=int(timeout * 1000),
-                                    bootstrap_timeout_ms=int(timeout * 1000), **opts)
+                                    bootstrap_timeout_ms=int(connect_timeout * 1000),
+                                    **opts)
         except KafkaError as exc:
             raise AccessError(explain_kafka_failure(cfg, "\n".join(seen.lines), exc)) from None
 

@@ -220,7 +220,7 @@ def cmd_alerts(args) -> int:
     import uuid
 
     from kafka import KafkaConsumer
-    from kafka.errors import KafkaError
+    from kafka.errors import AuthorizationError, KafkaError
 
     from telltale.embedded import format_alert
 
@@ -278,6 +278,11 @@ def cmd_alerts(args) -> int:
                     if args.max and n >= args.max:
                         return 0
                 return 0  # --timeout: nothing new for that long
+            except AuthorizationError as exc:
+                print(f"telltale alerts: Kafka user {cfg.kafka_sasl_username!r} may not read "
+                      f"{topic} as group {group!r} ({type(exc).__name__}): ask for Read ACLs on "
+                      "both, or set TELLTALE_KAFKA_SASL_USERNAME to a reader", file=sys.stderr)
+                return 1
             except KafkaError as exc:  # the broker went away: reconnect, resume the group
                 print(f"telltale alerts: lost the broker ({type(exc).__name__}); reconnecting",
                       file=sys.stderr, flush=True)
