@@ -220,3 +220,18 @@ def test_producer_principal_writes_metrics_only(secure, tmp_path):
             producer.send(cfg.alerts_topic, key=b"acl", value=b"{}").get(15)
     finally:
         producer.close(timeout=5)
+
+
+def test_producer_with_a_wrong_password_keeps_the_trainer_going(secure, tmp_path):
+    cfg = Config.from_env(client_env(secure, "producer", tmp_path, password="not-the-password"))
+    mon = Monitor("sec-badpw", KafkaTransport(cfg.kafka, cfg.metrics_topic,
+                                              **cfg.kafka_options()), linger=0.01)
+    for s in range(1, 101):
+        mon.log({"loss": 1.0 / s}, step=s)  # returns at once: the queue takes it
+    wait_for(lambda: mon.stats()["send_failures"] >= 1, timeout=40, what="a failed send")
+    stats = mon.stats()
+    mon.close(timeout=1)
+    assert stats["sent"] == 0 and stats["queued"] >= 100
+    err = stats["last_error"]
+    assert "rejected the credentials" in err and "user 'producer'" in err, err
+    assert "TELLTALE_KAFKA_SASL_PASSWORD" in err and "not-the-password" not in err
