@@ -354,7 +354,7 @@ acl() { # AclCommand as the super user: acl <args...>
 
 add_acls() { # least privilege per principal; run in parallel (one JVM each)
   local P=$SPREFIX
-  log "adding ACLs (producer writes $P.metrics only; worker; alerts reader)..."
+  log "adding ACLs (producer writes $P.metrics only; worker; alerts reader and notifier)..."
   : >"$SKDIR/acls.log"
   local pids=() rc=0 j
   acl --allow-principal User:producer --operation Write --operation Describe --topic "$P.metrics" &
@@ -369,6 +369,10 @@ add_acls() { # least privilege per principal; run in parallel (one JVM each)
   pids+=($!)
   acl --resource-pattern-type prefixed --allow-principal User:alerts --operation Read \
     --group "$P-" & pids+=($!)
+  # telltale notify, as the same reader: silences (compacted topic) and undeliverable alerts
+  acl --allow-principal User:alerts --operation All --topic "$P.silences" & pids+=($!)
+  acl --allow-principal User:alerts --operation Write --operation Describe --topic "$P.deadletter" &
+  pids+=($!)
   for j in "${pids[@]}"; do wait "$j" || rc=1; done   # not `wait`: the broker is a job too
   ((rc == 0)) || die "adding ACLs failed (see $SKDIR/acls.log)"
 }

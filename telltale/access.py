@@ -58,8 +58,8 @@ def explain_kafka_failure(cfg: Config, log_text: str, exc: BaseException | None 
         return (f"TLS handshake with {where} failed: check TELLTALE_KAFKA_SECURITY_PROTOCOL "
                 f"(now {proto}) matches the broker's listener")
     if "Connection refused" in log_text or "ECONNREFUSED" in log_text:
-        return (f"no Kafka broker answers at {cfg.kafka}: check TELLTALE_KAFKA or start one "
-                "(scripts/services.sh start)")
+        return (f"{where} is not reachable (no broker answers): check TELLTALE_KAFKA or start "
+                "one (scripts/services.sh start)")
     if proto.startswith("SASL") and "disconnected" in log_text:
         # the broker may close the socket before its SaslAuthenticate answer is read
         return (f"{where} closed the connection during SASL authentication: most likely it "

@@ -85,4 +85,4 @@ def test_influxdb_down_and_no_broker(kafka_config):
 
     nobroker = doctor(kafka_config, env_extra={"TELLTALE_KAFKA": "127.0.0.1:1"})
     assert nobroker.returncode == 1
-    assert "no Kafka broker answers at 127.0.0.1:1" in nobroker.stdout
+    assert "Kafka at 127.0.0.1:1 is not reachable (no broker answers)" in nobroker.stdout

@@ -119,6 +119,16 @@ def test_pipeline_with_credentials_and_no_secret_anywhere(secure, tmp_path):
         first = json.loads(alerts.stdout.splitlines()[0])
         assert first["run"] == "sec-div" and first["state"] == "firing"
 
+        # the notifier, as the same reader (silences topic, dead-letter for failures)
+        conf = tmp_path / "notify.json"
+        conf.write_text(json.dumps({"handlers": {"out": {"type": "stdout"}},
+                                    "group_wait": 0.2}))
+        notify = telltale(["notify", "--config", str(conf), "--from-beginning",
+                           "--idle-exit", "5"], client_env(secure, "alerts", tmp_path),
+                          timeout=120)
+        assert notify.returncode == 0, notify.stderr
+        assert "sec-div" in notify.stdout and "delivered" in notify.stderr, notify.stderr
+
         # every metric value landed in the authenticated InfluxDB
         icfg = Config.from_env(worker_env)
         q = "SELECT count(*) FROM metrics WHERE run = 'sec-div'"
@@ -141,7 +151,8 @@ def test_pipeline_with_credentials_and_no_secret_anywhere(secure, tmp_path):
             raise AssertionError(runs[-1].stdout + runs[-1].stderr) from None
         doctor = runs[-1]
         assert "as 'admin'" in doctor.stdout and "healthy" in doctor.stdout.splitlines()[-1]
-        outputs = [alerts.stdout, alerts.stderr, doctor.stdout, doctor.stderr]
+        outputs = [alerts.stdout, alerts.stderr, notify.stdout, notify.stderr, doctor.stdout,
+                   doctor.stderr]
     finally:
         worker.terminate()
         worker.wait(30)
