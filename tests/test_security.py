@@ -105,10 +105,10 @@ def test_pipeline_with_credentials_and_no_secret_anywhere(secure, tmp_path):
         mon = Monitor("sec-div", KafkaTransport(pcfg.kafka, pcfg.metrics_topic,
                                                 **pcfg.kafka_options()), linger=0.01)
         t0 = time.time() - 700 * 0.05
-        n = 0
+        sent = 0
         for s, ts, k, m in simulate(SimRun("sec-div", "divergence", 250, seed=4), t0=t0):
             mon.log(m, step=s, kind=k, ts=ts)
-            n += 1
+            sent += 1
         assert mon.close(30) is not False and mon.stats()["queued"] == 0
 
         # the alert consumer, as the alerts-reader principal
@@ -123,21 +123,36 @@ def test_pipeline_with_credentials_and_no_secret_anywhere(secure, tmp_path):
         conf = tmp_path / "notify.json"
         conf.write_text(json.dumps({"handlers": {"out": {"type": "stdout"}},
                                     "group_wait": 0.2}))
-        notify = telltale(["notify", "--config", str(conf), "--from-beginning",
-                           "--idle-exit", "5"], client_env(secure, "alerts", tmp_path),
-                          timeout=120)
-        assert notify.returncode == 0, notify.stderr
-        assert "sec-div" in notify.stdout and "delivered" in notify.stderr, notify.stderr
+        nout, nerr = tmp_path / "notify.out", tmp_path / "notify.err"
+        notify = subprocess.Popen([sys.executable, "-m", "telltale", "notify", "--config",
+                                   str(conf), "--from-beginning"],
+                                  env=client_env(secure, "alerts", tmp_path),
+                                  stdout=open(nout, "wb"), stderr=open(nerr, "wb"))
+        try:
+            try:
+                wait_for(lambda: "sec-div" in nout.read_text(), timeout=60,
+                         what="telltale notify delivering the alert")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\nnotify stderr:\n{nerr.read_text()}\nstdout:\n"
+                                     f"{nout.read_text()}") from None
+        finally:
+            notify.terminate()
+            notify.wait(30)
+        assert notify.returncode == 0 and "delivered" in nerr.read_text(), nerr.read_text()
 
         # every metric value landed in the authenticated InfluxDB
         icfg = Config.from_env(worker_env)
-        q = "SELECT count(*) FROM metrics WHERE run = 'sec-div'"
+        q = "SELECT count(\"step\") FROM metrics WHERE run = 'sec-div'"  # one point per event
 
         def counted():
             res = influx_query(icfg, q, db="telltale_sec")
             series = res[0].get("series", []) if res else []
-            return sum(v for v in series[0]["values"][0][1:] if v) if series else 0
-        assert wait_for(counted, timeout=60, what="points in InfluxDB") > 0
+            n = series[0]["values"][0][1] if series else 0
+            return n if n >= sent else None
+        assert wait_for(counted, timeout=60, what=f"{sent} events in InfluxDB") == sent
+        from telltale.ui.data import InfluxSource  # the dashboard's reads, authenticated
+
+        assert "sec-div" in [r["run"] for r in InfluxSource(icfg).runs()]
 
         def doctor_healthy():  # healthy once the worker has committed its offsets
             res = telltale(["doctor", "--data-dir", worker_env["TELLTALE_DATA_DIR"]],
@@ -151,8 +166,8 @@ def test_pipeline_with_credentials_and_no_secret_anywhere(secure, tmp_path):
             raise AssertionError(runs[-1].stdout + runs[-1].stderr) from None
         doctor = runs[-1]
         assert "as 'admin'" in doctor.stdout and "healthy" in doctor.stdout.splitlines()[-1]
-        outputs = [alerts.stdout, alerts.stderr, notify.stdout, notify.stderr, doctor.stdout,
-                   doctor.stderr]
+        outputs = [alerts.stdout, alerts.stderr, nout.read_text(), nerr.read_text(),
+                   doctor.stdout, doctor.stderr]
     finally:
         worker.terminate()
         worker.wait(30)
