@@ -42,10 +42,20 @@ class KafkaTransport:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
-        try:
-            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, **self.options)
-        except KafkaError as exc:
-            raise TransportError(f"Kafka at {self.bootstrap} is not reachable: {exc}") from None
+        from telltale.access import KafkaLogCapture, explain_kafka_failure
+        from telltale.config import Config
+
+        with KafkaLogCapture() as seen:  # a wrong password says so, not "not reachable"
+            try:
+                self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, **self.options)
+            except KafkaError as exc:
+                o = self.options
+                cfg = Config(kafka=self.bootstrap,
+                             kafka_security_protocol=o.get("security_protocol", "PLAINTEXT"),
+                             kafka_sasl_mechanism=o.get("sasl_mechanism"),
+                             kafka_sasl_username=o.get("sasl_plain_username"))
+                raise TransportError(explain_kafka_failure(cfg, "\n".join(seen.lines), exc)) \
+                    from None
         return self._producer
 
     def send(self, run: str, payload: bytes) -> None:

@@ -9,11 +9,18 @@
 #   status                    exit 0 if both are healthy, 1 otherwise
 #   env                       print the `export ...` lines only
 #   start-kafka|stop-kafka|start-influx|stop-influx   one service (fault-tolerance tests)
+#   start-secure              a SECOND Kafka (SASL_SSL, SCRAM-SHA-512, KRaft ACLs) and a SECOND
+#                             InfluxDB (auth on), beside the plain ones; prints `export ...` lines
+#   stop-secure|status-secure|env-secure   the same for the secured pair
 #   --keep-data               with a start command: keep the existing data dir (default: wipe)
 #
 # Env: TELLTALE_CACHE (~/.cache/telltale), TELLTALE_SERVICES_DIR (<repo>/.services),
 #      TELLTALE_KAFKA_PORT (19092), TELLTALE_KAFKA_CONTROLLER_PORT (19093),
 #      TELLTALE_INFLUX_PORT (18086), TELLTALE_INFLUX_RPC_PORT (18088).
+#      Secured pair: TELLTALE_SECURE_KAFKA_PORT (Kafka port + 2), TELLTALE_SECURE_KAFKA_CONTROLLER_PORT
+#      (+ 3), TELLTALE_SECURE_INFLUX_PORT (InfluxDB port + 1), TELLTALE_SECURE_INFLUX_RPC_PORT (+ 1),
+#      TELLTALE_SECURE_PREFIX (topic prefix the ACLs name, telltale-sec),
+#      TELLTALE_SECURE_APP_ID (worker group the ACLs name, telltale-sec-worker).
 # Everything except the export lines goes to stderr.
 set -euo pipefail
 
@@ -232,9 +239,214 @@ start_influx() { # <keep-data 0|1>
 }
 stop_influx() { stop_proc "InfluxDB" "$IDIR/influxd.pid" "$(influx_marker)"; }
 
+# ---------------------------------------------------------------- secured pair (start-secure)
+# Kafka: SASL_SSL listener, SCRAM-SHA-512 users made at format time, StandardAuthorizer ACLs;
+# the controller listener stays PLAINTEXT on loopback (its principal, ANONYMOUS, is a super user).
+# InfluxDB: HTTP auth on, one admin user. Certificates and passwords live in $SVC/secure/ and
+# are kept across starts (made once with openssl); broker and InfluxDB data are wiped.
+SKAFKA_PORT=${TELLTALE_SECURE_KAFKA_PORT:-$((KAFKA_PORT + 2))}
+SKAFKA_CTRL_PORT=${TELLTALE_SECURE_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 3))}
+SINFLUX_PORT=${TELLTALE_SECURE_INFLUX_PORT:-$((INFLUX_PORT + 1))}
+SINFLUX_RPC_PORT=${TELLTALE_SECURE_INFLUX_RPC_PORT:-$((INFLUX_RPC_PORT + 1))}
+SPREFIX=${TELLTALE_SECURE_PREFIX:-telltale-sec}
+SAPP=${TELLTALE_SECURE_APP_ID:-telltale-sec-worker}
+SECDIR=$SVC/secure
+SUSERS="admin producer worker alerts"
+
+print_secure_env() {
+  echo "export TELLTALE_SECURE_KAFKA=127.0.0.1:$SKAFKA_PORT"
+  echo "export TELLTALE_SECURE_INFLUX_URL=http://127.0.0.1:$SINFLUX_PORT"
+  echo "export TELLTALE_SECURE_DIR=$SECDIR"
+  echo "export TELLTALE_SECURE_CAFILE=$SECDIR/ca.crt"
+  echo "export TELLTALE_SECURE_PREFIX=$SPREFIX"
+  echo "export TELLTALE_SECURE_APP_ID=$SAPP"
+}
+
+make_secrets() { # CA + broker certificate (SAN 127.0.0.1, localhost) and one password per user
+  mkdir -p "$SECDIR" && chmod 700 "$SECDIR"
+  local u
+  for u in $SUSERS influx-admin store; do
+    [[ -s $SECDIR/$u.password ]] || (umask 077; openssl rand -hex 16 >"$SECDIR/$u.password")
+  done
+  [[ -s $SECDIR/broker.p12 && -s $SECDIR/ca.crt ]] && return 0
+  log "making a CA and the broker's TLS certificate with openssl (one-time)..."
+  local d=$SECDIR
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=telltale-test-ca" \
+    -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null || die "openssl could not make the CA"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$d/broker.key" \
+    -out "$d/broker.csr" 2>/dev/null || die "openssl could not make the broker key"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$d/san.ext"
+  openssl x509 -req -in "$d/broker.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$d/san.ext" -out "$d/broker.crt" 2>/dev/null || die "openssl could not sign"
+  openssl pkcs12 -export -in "$d/broker.crt" -inkey "$d/broker.key" -name broker \
+    -passout "file:$d/store.password" -out "$d/broker.p12" || die "openssl pkcs12 failed"
+}
+
+SKDIR=$SVC/kafka-secure
+skafka_healthy() { # TLS handshake on the SASL_SSL port (the stdlib probe cannot authenticate)
+  grep -q "Kafka Server started" "$SKDIR/kafka.log" 2>/dev/null &&
+    python3 - "$SKAFKA_PORT" "$SECDIR/ca.crt" <<'EOF' 2>/dev/null
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3) as s:
+    with ctx.wrap_socket(s, server_hostname="127.0.0.1"):
+        pass
+EOF
+}
+
+write_secure_kafka_config() {
+  local admin_pw store_pw
+  admin_pw=$(cat "$SECDIR/admin.password"); store_pw=$(cat "$SECDIR/store.password")
+  (umask 077; cat >"$SKDIR/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$SKAFKA_CTRL_PORT
+listeners=SASL_SSL://127.0.0.1:$SKAFKA_PORT,CONTROLLER://127.0.0.1:$SKAFKA_CTRL_PORT
+advertised.listeners=SASL_SSL://127.0.0.1:$SKAFKA_PORT
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_pw";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$SECDIR/broker.p12
+ssl.keystore.password=$store_pw
+ssl.key.password=$store_pw
+ssl.truststore.type=PEM
+ssl.truststore.location=$SECDIR/ca.crt
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin;User:ANONYMOUS
+allow.everyone.if.no.acl.found=false
+log.dirs=$SKDIR/data
+num.partitions=4
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+message.max.bytes=5242880
+replica.fetch.max.bytes=5242880
+EOF
+  cat >"$SKDIR/admin.properties" <<EOF
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_pw";
+ssl.truststore.type=PEM
+ssl.truststore.location=$SECDIR/ca.crt
+EOF
+  )
+  cat >"$SKDIR/log4j.properties" <<EOF
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File=$SKDIR/kafka.log
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+EOF
+}
+
+acl() { # AclCommand as the super user: acl <args...>
+  java -cp "$KAFKA_LIBS/*" -Dlog4j.configuration=file:$SKDIR/log4j.properties kafka.admin.AclCommand \
+    --bootstrap-server "127.0.0.1:$SKAFKA_PORT" --command-config "$SKDIR/admin.properties" \
+    --add --force "$@" >>"$SKDIR/acls.log" 2>&1 || { tail -n 20 "$SKDIR/acls.log" >&2; die "AclCommand $* failed"; }
+}
+
+add_acls() { # least privilege per principal; run in parallel (one JVM each)
+  local P=$SPREFIX
+  log "adding ACLs (producer writes $P.metrics only; worker; alerts reader and notifier)..."
+  : >"$SKDIR/acls.log"
+  local pids=() rc=0 j
+  acl --allow-principal User:producer --operation Write --operation Describe --topic "$P.metrics" &
+  pids+=($!)
+  acl --allow-principal User:worker --operation Read --operation Describe --operation Create \
+    --topic "$P.metrics" & pids+=($!)
+  acl --allow-principal User:worker --operation Write --operation Describe --operation Create \
+    --topic "$P.alerts" --topic "$P.deadletter" & pids+=($!)
+  acl --resource-pattern-type prefixed --allow-principal User:worker --operation All \
+    --topic "$SAPP-" --group "$SAPP" & pids+=($!)
+  acl --allow-principal User:alerts --operation Read --operation Describe --topic "$P.alerts" &
+  pids+=($!)
+  acl --resource-pattern-type prefixed --allow-principal User:alerts --operation Read \
+    --group "$P-" & pids+=($!)
+  # telltale notify, as the same reader: silences (compacted topic) and undeliverable alerts
+  acl --allow-principal User:alerts --operation All --topic "$P.silences" & pids+=($!)
+  acl --allow-principal User:alerts --operation Write --operation Describe --topic "$P.deadletter" &
+  pids+=($!)
+  for j in "${pids[@]}"; do wait "$j" || rc=1; done   # not `wait`: the broker is a job too
+  ((rc == 0)) || die "adding ACLs failed (see $SKDIR/acls.log)"
+}
+
+start_secure_kafka() {
+  if skafka_healthy; then log "secured Kafka already running on 127.0.0.1:$SKAFKA_PORT"; return 0; fi
+  stop_secure_kafka 2>/dev/null
+  mkdir -p "$SKDIR"
+  write_secure_kafka_config
+  local cp="$KAFKA_LIBS/*" l4j="-Dlog4j.configuration=file:$SKDIR/log4j.properties" uuid out u scram=()
+  [[ -f $SKDIR/kafka.log ]] && mv "$SKDIR/kafka.log" "$SKDIR/kafka.log.prev"
+  rm -rf "$SKDIR/data"
+  for u in $SUSERS; do
+    scram+=(--add-scram "SCRAM-SHA-512=[name=$u,password=$(cat "$SECDIR/$u.password")]")
+  done
+  uuid=$(java -cp "$cp" "$l4j" kafka.tools.StorageTool random-uuid) || die "StorageTool random-uuid failed"
+  out=$(java -cp "$cp" "$l4j" kafka.tools.StorageTool format -t "$uuid" -c "$SKDIR/server.properties" \
+    "${scram[@]}" 2>&1) || die "secured Kafka storage format failed: ${out//password=*]/password=***]}"
+  log "starting secured Kafka $KAFKA_VERSION on 127.0.0.1:$SKAFKA_PORT (SASL_SSL, SCRAM-SHA-512, ACLs)"
+  nohup java -Xmx512m -Djava.awt.headless=true -cp "$cp" "$l4j" \
+    kafka.Kafka "$SKDIR/server.properties" >"$SKDIR/kafka.out" 2>&1 </dev/null &
+  echo $! >"$SKDIR/kafka.pid"
+  wait_healthy "secured Kafka" 90 "$SKDIR/kafka.pid" "$SKDIR/kafka.log" skafka_healthy
+  add_acls
+}
+stop_secure_kafka() { stop_proc "secured Kafka" "$SKDIR/kafka.pid" "$SKDIR/server.properties"; }
+
+SIDIR=$SVC/influx-secure
+sinflux_healthy() {
+  [[ $(curl -s -o /dev/null -m 3 -w '%{http_code}' "http://127.0.0.1:$SINFLUX_PORT/ping" 2>/dev/null) == 204 ]]
+}
+
+start_secure_influx() {
+  if sinflux_healthy; then log "secured InfluxDB already running on 127.0.0.1:$SINFLUX_PORT"; return 0; fi
+  stop_secure_influx 2>/dev/null
+  mkdir -p "$SIDIR"
+  rm -rf "$SIDIR/meta" "$SIDIR/data" "$SIDIR/wal"
+  [[ -f $SIDIR/influxd.log ]] && mv "$SIDIR/influxd.log" "$SIDIR/influxd.log.prev"
+  log "starting secured InfluxDB $INFLUX_VERSION on 127.0.0.1:$SINFLUX_PORT (auth enabled)"
+  INFLUXDB_HTTP_BIND_ADDRESS=127.0.0.1:$SINFLUX_PORT \
+  INFLUXDB_BIND_ADDRESS=127.0.0.1:$SINFLUX_RPC_PORT \
+  INFLUXDB_HTTP_AUTH_ENABLED=true \
+  INFLUXDB_HTTP_FLUX_ENABLED=true \
+  INFLUXDB_REPORTING_DISABLED=true \
+  INFLUXDB_MONITOR_STORE_ENABLED=false \
+  INFLUXDB_META_DIR=$SIDIR/meta \
+  INFLUXDB_DATA_DIR=$SIDIR/data \
+  INFLUXDB_DATA_WAL_DIR=$SIDIR/wal \
+  INFLUXDB_HTTP_LOG_ENABLED=false \
+  INFLUXDB_DATA_QUERY_LOG_ENABLED=false \
+  INFLUXDB_LOGGING_LEVEL=warn \
+    nohup "$INFLUXD" run -config /dev/null -pidfile "$SIDIR/influxd.pid" >"$SIDIR/influxd.log" 2>&1 </dev/null &
+  echo $! >"$SIDIR/influxd.pid"
+  wait_healthy "secured InfluxDB" 60 "$SIDIR/influxd.pid" "$SIDIR/influxd.log" sinflux_healthy
+  # the first user may be created without credentials; after that, auth is enforced
+  local code
+  code=$(curl -s -o "$SIDIR/create-user.out" -w '%{http_code}' -m 10 -XPOST \
+    "http://127.0.0.1:$SINFLUX_PORT/query" --data-urlencode \
+    "q=CREATE USER admin WITH PASSWORD '$(cat "$SECDIR/influx-admin.password")' WITH ALL PRIVILEGES")
+  [[ $code == 200 ]] || die "creating the InfluxDB admin user failed (HTTP $code): $(cat "$SIDIR/create-user.out")"
+}
+stop_secure_influx() { stop_proc "secured InfluxDB" "$SIDIR/influxd.pid" "$SIDIR/influxd.pid"; }
+
+status_secure() {
+  local rc=0
+  if skafka_healthy; then echo "secure kafka:  up   127.0.0.1:$SKAFKA_PORT"; else echo "secure kafka:  down (127.0.0.1:$SKAFKA_PORT)"; rc=1; fi
+  if sinflux_healthy; then echo "secure influx: up   http://127.0.0.1:$SINFLUX_PORT"; else echo "secure influx: down (http://127.0.0.1:$SINFLUX_PORT)"; rc=1; fi
+  return $rc
+}
+
 # ---------------------------------------------------------------- main
 prepare_dir() {
   mkdir -p "$SVC" && SVC=$(cd "$SVC" && pwd) && KDIR=$SVC/kafka && IDIR=$SVC/influx
+  SECDIR=$SVC/secure && SKDIR=$SVC/kafka-secure && SIDIR=$SVC/influx-secure
   [[ -f $SVC/.gitignore ]] || echo '*' >"$SVC/.gitignore"   # runtime state never shows up in git
 }
 
@@ -261,5 +473,9 @@ case $cmd in
   stop-kafka)   stop_kafka ;;
   start-influx) install_influx; start_influx "$keep" ;;
   stop-influx)  stop_influx ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  start-secure) install_all; make_secrets; start_secure_kafka; start_secure_influx; print_secure_env ;;
+  stop-secure)  stop_secure_kafka; stop_secure_influx ;;
+  status-secure) status_secure ;;
+  env-secure)   print_secure_env ;;
+  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -7,6 +7,7 @@ Measurements (see README "Data in InfluxDB"): ``metrics``, ``window_stats``, ``s
 from __future__ import annotations
 
 import logging
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -47,6 +48,10 @@ def ensure_database(cfg: Config) -> None:
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             resp.read()
+    except urllib.error.HTTPError as exc:
+        from telltale.access import AccessError, explain_influx_status
+
+        raise AccessError(explain_influx_status(cfg, exc.code)) from None
     except OSError as exc:
         raise ConnectionError(f"InfluxDB at {cfg.influx_url} is not reachable ({exc}); "
                               "check TELLTALE_INFLUX_URL or start it "

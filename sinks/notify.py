@@ -48,7 +48,7 @@ class KafkaSilences:
         from kafka.errors import KafkaError, TopicAlreadyExistsError
 
         try:
-            admin = KafkaAdminClient(bootstrap_servers=self.cfg.kafka,
+            admin = KafkaAdminClient(bootstrap_servers=self.cfg.kafka, **self.cfg.kafka_options(),
                                      client_id="telltale-admin")
         except KafkaError:
             raise ConnectionError(f"no Kafka broker answers at {self.cfg.kafka}") from None
@@ -64,7 +64,8 @@ class KafkaSilences:
     def _read_all(self) -> list[Silence]:
         from kafka import KafkaConsumer, TopicPartition
 
-        c = KafkaConsumer(bootstrap_servers=self.cfg.kafka, enable_auto_commit=False)
+        c = KafkaConsumer(bootstrap_servers=self.cfg.kafka, enable_auto_commit=False,
+                          **self.cfg.kafka_options())
         try:
             parts = c.partitions_for_topic(self.topic) or set()
             tps = [TopicPartition(self.topic, p) for p in parts]
@@ -104,7 +105,8 @@ class KafkaSilences:
 
         self.ensure_topic()
         if self._producer is None:
-            self._producer = KafkaProducer(bootstrap_servers=self.cfg.kafka)
+            self._producer = KafkaProducer(bootstrap_servers=self.cfg.kafka,
+                                           **self.cfg.kafka_options())
         self._producer.send(self.topic, key=key.encode(), value=value).get(timeout=30)
         self._at = -1e9
 
@@ -140,13 +142,16 @@ def run_notify(cfg: Config, ncfg: NotifyConfig, group: str, from_beginning: bool
     def connect():
         return KafkaConsumer(
             cfg.alerts_topic, bootstrap_servers=cfg.kafka, group_id=group,
-            enable_auto_commit=False,
+            enable_auto_commit=False, **cfg.kafka_options(),
             auto_offset_reset="earliest" if from_beginning else "latest",
             max_poll_interval_ms=int(max(300.0, 2 * _max_retry_seconds(ncfg) + 60) * 1000))
 
+    from telltale.access import check_kafka
+
+    check_kafka(cfg)  # a wrong password or certificate: a clear error now, not a hang
     try:
         consumer = connect()
-        producer = KafkaProducer(bootstrap_servers=cfg.kafka)
+        producer = KafkaProducer(bootstrap_servers=cfg.kafka, **cfg.kafka_options())
     except KafkaError:
         raise ConnectionError(f"no Kafka broker answers at {cfg.kafka}; check TELLTALE_KAFKA")\
             from None

@@ -28,6 +28,7 @@ from collections import OrderedDict
 import faust
 import mode
 
+from telltale.access import check_influx, faust_credentials
 from telltale.config import Config
 from telltale.schema import Rejected, decode_message, dumps
 from telltale.sinks.buffer import Backpressure, DurablePointBuffer
@@ -125,6 +126,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
     app = faust.App(
         cfg.app_id,
         broker=f"kafka://{cfg.kafka}",
+        broker_credentials=faust_credentials(cfg),
         store="memory://",
         datadir=cfg.data_dir,
         topic_partitions=cfg.partitions,
@@ -383,8 +385,9 @@ def run_worker(cfg: Config, ui: bool = False) -> None:
 
     from telltale.streams.topics import ensure_topics
 
-    ensure_topics(cfg)
+    ensure_topics(cfg)  # also checks the Kafka credentials: a clear error, not a hang
     if cfg.influx_url:
+        check_influx(cfg)
         ensure_database(cfg)
     app = build_app(cfg, ui=ui)
 

@@ -11,15 +11,12 @@ log = logging.getLogger(__name__)
 
 def ensure_topics(cfg: Config, timeout: float = 30.0) -> None:
     """Create the metrics, alerts and dead-letter topics if they are missing."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    from kafka.admin import NewTopic
+    from kafka.errors import AuthorizationError, KafkaError, TopicAlreadyExistsError
 
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=cfg.kafka, client_id="telltale-admin",
-                                 request_timeout_ms=int(timeout * 1000))
-    except KafkaError:
-        raise ConnectionError(f"no Kafka broker answers at {cfg.kafka}; check TELLTALE_KAFKA "
-                              "or start one (scripts/services.sh start)") from None
+    from telltale.access import AccessError, kafka_admin
+
+    admin = kafka_admin(cfg, timeout)
     try:
         existing = set(admin.list_topics())
         wanted = [cfg.metrics_topic, cfg.alerts_topic, cfg.deadletter_topic]
@@ -29,6 +26,12 @@ def ensure_topics(cfg: Config, timeout: float = 30.0) -> None:
                 admin.create_topics(new)
             except TopicAlreadyExistsError:
                 pass
+            except AuthorizationError:
+                who = cfg.kafka_sasl_username or "this client"
+                raise AccessError(
+                    f"Kafka user {who!r} may not create the topics "
+                    f"{', '.join(t.name for t in new)}: create them as an admin with "
+                    f"{cfg.partitions} partitions, or grant the user Create on them") from None
             log.info("created topics %s", [t.name for t in new])
     except KafkaError as exc:
         raise ConnectionError(f"could not create Telltale's topics on {cfg.kafka}: {exc}") from None

@@ -1,5 +1,5 @@
 """The ``telltale`` command line: demo, worker, alerts, notify, silence, detect, score,
-replay, spool, ui, report."""
+replay, spool, ui, report, doctor."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from collections import Counter
 
 from telltale import __version__
-from telltale.config import Config
+from telltale.config import Config, ConfigError
 
 
 def _common_kafka(p: argparse.ArgumentParser) -> None:
@@ -122,7 +122,8 @@ def _demo_publish(cfg: Config, args, runs, serve) -> int:
         return 2
     print(f"telltale demo: publishing {len(runs)} simulated runs to {cfg.metrics_topic} "
           f"on {cfg.kafka}; see the alerts with 'telltale alerts'")
-    monitors = {r.run: Monitor(r.run, KafkaTransport(cfg.kafka, cfg.metrics_topic),
+    monitors = {r.run: Monitor(r.run, KafkaTransport(cfg.kafka, cfg.metrics_topic,
+                                                               **cfg.kafka_options()),
                                tags={"host": "demo"}) for r in [*runs, serve]}
     logged = _demo_log(runs, monitors, args.steps, args.rate, serve)
     for m in monitors.values():
@@ -219,7 +220,7 @@ def cmd_alerts(args) -> int:
     import uuid
 
     from kafka import KafkaConsumer
-    from kafka.errors import KafkaError
+    from kafka.errors import AuthorizationError, KafkaError
 
     from telltale.embedded import format_alert
 
@@ -233,11 +234,14 @@ def cmd_alerts(args) -> int:
 
     def connect():
         return KafkaConsumer(
-            topic, bootstrap_servers=cfg.kafka, group_id=group,
+            topic, bootstrap_servers=cfg.kafka, group_id=group, **cfg.kafka_options(),
             auto_offset_reset="earliest" if args.from_beginning else "latest",
             enable_auto_commit=True,
             consumer_timeout_ms=int(args.timeout * 1000) if args.timeout else float("inf"))
 
+    from telltale.access import check_kafka
+
+    check_kafka(cfg)  # a wrong password or certificate: a clear error now, not a hang
     try:
         consumer = connect()
     except KafkaError:
@@ -274,6 +278,11 @@ def cmd_alerts(args) -> int:
                     if args.max and n >= args.max:
                         return 0
                 return 0  # --timeout: nothing new for that long
+            except AuthorizationError as exc:
+                print(f"telltale alerts: Kafka user {cfg.kafka_sasl_username!r} may not read "
+                      f"{topic} as group {group!r} ({type(exc).__name__}): ask for Read ACLs on "
+                      "both, or set TELLTALE_KAFKA_SASL_USERNAME to a reader", file=sys.stderr)
+                return 1
             except KafkaError as exc:  # the broker went away: reconnect, resume the group
                 print(f"telltale alerts: lost the broker ({type(exc).__name__}); reconnecting",
                       file=sys.stderr, flush=True)
@@ -657,6 +666,19 @@ def cmd_report(args) -> int:
 # -- entry point ---------------------------------------------------------------------
 
 
+def cmd_doctor(args) -> int:
+    from telltale.doctor import diagnose, render
+
+    cfg = _config(args)
+    if not args.json:
+        print(f"telltale doctor: checking Kafka {cfg.kafka or '(not set)'}, InfluxDB "
+              f"{cfg.influx_url or '(not set)'}, topics {cfg.topic_prefix}.*, worker group "
+              f"{cfg.app_id!r}...", file=sys.stderr, flush=True)
+    checks = diagnose(cfg, data_dir=args.data_dir, max_lag=args.max_lag)
+    print(render(checks, args.json, cfg), flush=True)
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
 def _ui_address(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="dashboard address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765,
@@ -816,6 +838,25 @@ def build_parser() -> argparse.ArgumentParser:
     _common_kafka(r)
     r.set_defaults(func=cmd_replay)
 
+    dr = sub.add_parser(
+        "doctor", help="check a Kafka-mode deployment and say what is wrong",
+        description="Check the broker (reachable, credentials accepted), Telltale's topics and "
+        "partition counts, the worker group's consumer lag, dead-letter messages, InfluxDB "
+        "(health, credentials, database, retention policy) and, with --data-dir, the worker's "
+        "status file. Exit 0 when healthy, 1 when something is wrong. Credentials come from "
+        "the same TELLTALE_* variables the worker uses; no secret is ever printed.")
+    _common_kafka(dr)
+    dr.add_argument("--influx-url", help="InfluxDB URL (env TELLTALE_INFLUX_URL)")
+    dr.add_argument("--influx-db", help="database (env TELLTALE_INFLUX_DB, default telltale)")
+    dr.add_argument("--app-id", help="the worker's consumer group (env TELLTALE_APP_ID, "
+                    "default telltale-worker)")
+    dr.add_argument("--partitions", type=int, help="expected partitions per topic (default 4)")
+    dr.add_argument("--data-dir", help="a worker's data dir: also check its status file")
+    dr.add_argument("--max-lag", type=int, default=10_000,
+                    help="lag (messages) above which the worker counts as behind (default 10000)")
+    dr.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    dr.set_defaults(func=cmd_doctor)
+
     s = sub.add_parser("spool", help="list (or --send) events that trainers spooled to disk "
                        "while the broker was away")
     s.add_argument("--dir", help="spool directory (env TELLTALE_SPOOL_DIR, default "
@@ -835,6 +876,9 @@ def main(argv=None) -> int:
     except ConnectionError as exc:
         print(f"telltale: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"telltale: {exc}", file=sys.stderr)
+        return 2
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(f"telltale: {exc.code}", file=sys.stderr)

@@ -25,6 +25,17 @@ def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(x.strip() for x in raw.split(",") if x.strip())
 
 
+def _read_secret(path: str | None, var: str) -> str:
+    """The stripped contents of a secret file named by env ``var`` ('' when unset)."""
+    if not path:
+        return ""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {var}={path}: {exc.strerror}") from None
+
+
 @dataclass(frozen=True)
 class Config:
     kafka: str | None = None  # bootstrap servers; None = embedded
@@ -32,7 +43,8 @@ class Config:
     partitions: int = 4
     app_id: str = "telltale-worker"
     influx_url: str | None = None  # None = local store
-    influx_token: str = ""  # "user:password" for InfluxDB 1.8; empty when auth is off
+    # "user:password" for InfluxDB 1.8; empty when auth is off; never in repr
+    influx_token: str = field(default="", repr=False)
     influx_org: str = "-"
     influx_db: str = "telltale"
     store_dir: str = "telltale-data"
@@ -84,7 +96,8 @@ class Config:
             partitions=int(g("TELLTALE_PARTITIONS", cls.partitions)),
             app_id=g("TELLTALE_APP_ID", cls.app_id),
             influx_url=g("TELLTALE_INFLUX_URL") or None,
-            influx_token=g("TELLTALE_INFLUX_TOKEN", ""),
+            influx_token=g("TELLTALE_INFLUX_TOKEN") or _read_secret(
+                g("TELLTALE_INFLUX_TOKEN_FILE"), "TELLTALE_INFLUX_TOKEN_FILE"),
             influx_org=g("TELLTALE_INFLUX_ORG", cls.influx_org),
             influx_db=g("TELLTALE_INFLUX_DB", cls.influx_db),
             store_dir=g("TELLTALE_STORE_DIR", cls.store_dir),
@@ -128,14 +141,8 @@ class Config:
             if mech not in SASL_MECHANISMS:
                 raise ConfigError(f"security protocol {proto} needs TELLTALE_KAFKA_SASL_MECHANISM "
                                   f"set to one of {', '.join(SASL_MECHANISMS)} (got {mech!r})")
-            password = self.kafka_sasl_password
-            if password is None and self.kafka_sasl_password_file:
-                try:
-                    with open(self.kafka_sasl_password_file) as f:
-                        password = f.read().strip()
-                except OSError as exc:
-                    raise ConfigError("cannot read TELLTALE_KAFKA_SASL_PASSWORD_FILE "
-                                      f"{self.kafka_sasl_password_file}: {exc.strerror}") from None
+            password = self.kafka_sasl_password or _read_secret(
+                self.kafka_sasl_password_file, "TELLTALE_KAFKA_SASL_PASSWORD_FILE")
             if not self.kafka_sasl_username or not password:
                 raise ConfigError(f"SASL mechanism {mech} needs TELLTALE_KAFKA_SASL_USERNAME and "
                                   "TELLTALE_KAFKA_SASL_PASSWORD (or _PASSWORD_FILE)")

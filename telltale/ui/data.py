@@ -162,6 +162,10 @@ class InfluxSource:
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 doc = json.load(resp)
+        except urllib.error.HTTPError as exc:
+            from telltale.access import explain_influx_status
+
+            raise DataError(explain_influx_status(self.cfg, exc.code)) from None
         except (OSError, ValueError) as exc:
             raise DataError(f"InfluxDB at {self.cfg.influx_url} did not answer ({exc}); "
                             "check TELLTALE_INFLUX_URL or start it (scripts/services.sh "

@@ -1,0 +1,162 @@
+"""Authenticated access to Kafka and InfluxDB, with failures explained in one line.
+
+Credentials come from :class:`~telltale.config.Config` (env vars or secret files). The
+checks here turn a wrong password, an untrusted certificate or a missing service into a
+message naming what failed and which variable to check, instead of a bootstrap timeout.
+No message built here contains a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from telltale.config import Config
+
+
+class AccessError(ConnectionError):
+    """A service refused us or is unreachable; the message says what to check."""
+
+
+class KafkaLogCapture(logging.Handler):
+    """Collects kafka-python's log lines during a check (they name the real cause)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        self.logger = logging.getLogger("kafka")
+        self.propagate, self.logger.propagate = self.logger.propagate, False
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self)
+        self.logger.propagate = self.propagate
+
+
+def explain_kafka_failure(cfg: Config, log_text: str, exc: BaseException | None = None) -> str:
+    """One line: why Kafka at ``cfg.kafka`` did not let us in, and what to check."""
+    where = f"Kafka at {cfg.kafka}"
+    proto = cfg.kafka_security_protocol.upper()
+    if "SaslAuthenticationFailed" in log_text or "invalid credentials" in log_text:
+        return (f"{where} rejected the credentials of SASL user {cfg.kafka_sasl_username!r} "
+                f"({cfg.kafka_sasl_mechanism}): check TELLTALE_KAFKA_SASL_USERNAME and "
+                "TELLTALE_KAFKA_SASL_PASSWORD (or TELLTALE_KAFKA_SASL_PASSWORD_FILE)")
+    if "CERTIFICATE_VERIFY_FAILED" in log_text:
+        return (f"the TLS certificate of {where} is not trusted: set TELLTALE_KAFKA_SSL_CAFILE "
+                "to the CA certificate that signed it")
+    if "Handshake failed" in log_text or "WRONG_VERSION_NUMBER" in log_text:
+        return (f"TLS handshake with {where} failed: check TELLTALE_KAFKA_SECURITY_PROTOCOL "
+                f"(now {proto}) matches the broker's listener")
+    if "Connection refused" in log_text or "ECONNREFUSED" in log_text:
+        return (f"{where} is not reachable (no broker answers): check TELLTALE_KAFKA or start "
+                "one (scripts/services.sh start)")
+    if proto.startswith("SASL") and "disconnected" in log_text:
+        # the broker may close the socket before its SaslAuthenticate answer is read
+        return (f"{where} closed the connection during SASL authentication: most likely it "
+                f"rejected the credentials of user {cfg.kafka_sasl_username!r} "
+                f"({cfg.kafka_sasl_mechanism}); check TELLTALE_KAFKA_SASL_USERNAME and "
+                "TELLTALE_KAFKA_SASL_PASSWORD (or TELLTALE_KAFKA_SASL_PASSWORD_FILE)")
+    if proto == "PLAINTEXT" and "disconnected" in log_text:
+        return (f"{where} closed the connection: it may need TLS and SASL; set "
+                "TELLTALE_KAFKA_SECURITY_PROTOCOL (e.g. SASL_SSL) and the credentials")
+    detail = f" ({type(exc).__name__})" if exc is not None else ""
+    return (f"{where} is not reachable{detail}: check TELLTALE_KAFKA and "
+            f"TELLTALE_KAFKA_SECURITY_PROTOCOL (now {proto})")
+
+
+def kafka_admin(cfg: Config, timeout: float = 10.0, connect_timeout: float = 10.0):
+    """A connected kafka-python admin client, or :class:`AccessError` after
+    ``connect_timeout`` s; ``timeout`` bounds each admin request."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    opts = cfg.kafka_options()
+    with KafkaLogCapture() as seen:
+        try:
+            return KafkaAdminClient(bootstrap_servers=cfg.kafka, client_id="telltale-admin",
+                                    request_timeout_ms=int(timeout * 1000),
+                                    bootstrap_timeout_ms=int(connect_timeout * 1000),
+                                    **opts)
+        except KafkaError as exc:
+            raise AccessError(explain_kafka_failure(cfg, "\n".join(seen.lines), exc)) from None
+
+
+def check_kafka(cfg: Config, timeout: float = 10.0) -> None:
+    """Connect and authenticate once; raise :class:`AccessError` with the reason if not."""
+    kafka_admin(cfg, timeout).close()
+
+
+def faust_credentials(cfg: Config):
+    """``broker_credentials`` for faust.App from the Kafka security settings (None: plain)."""
+    opts = cfg.kafka_options()
+    proto = opts["security_protocol"]
+    if proto == "PLAINTEXT":
+        return None
+    import faust
+
+    ctx = None
+    if proto.endswith("SSL"):
+        ctx = ssl.create_default_context(cafile=opts.get("ssl_cafile"))
+        if opts.get("ssl_certfile"):
+            ctx.load_cert_chain(opts["ssl_certfile"], opts.get("ssl_keyfile"))
+    if proto.startswith("SASL"):
+        return faust.SASLCredentials(username=opts["sasl_plain_username"],
+                                     password=opts["sasl_plain_password"],
+                                     ssl_context=ctx, mechanism=opts["sasl_mechanism"])
+    return faust.SSLCredentials(ctx)
+
+
+def influx_query(cfg: Config, q: str, db: str | None = None, post: bool = False,
+                 timeout: float = 10.0) -> list[dict]:
+    """Run InfluxQL with the configured credentials; returns ``results``.
+
+    Raises :class:`AccessError` for an unreachable server or rejected credentials.
+    """
+    params = {"q": q, "epoch": "ns", **({"db": db} if db else {})}
+    enc = urllib.parse.urlencode(params)
+    if post:
+        req = urllib.request.Request(f"{cfg.influx_url}/query", data=enc.encode(), method="POST")
+    else:
+        req = urllib.request.Request(f"{cfg.influx_url}/query?{enc}")
+    if cfg.influx_token:
+        req.add_header("Authorization", f"Token {cfg.influx_token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            doc = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        raise AccessError(explain_influx_status(cfg, exc.code)) from None
+    except (OSError, ValueError) as exc:
+        raise AccessError(f"InfluxDB at {cfg.influx_url} is not reachable "
+                          f"({type(exc).__name__}: {getattr(exc, 'reason', exc)}): check "
+                          "TELLTALE_INFLUX_URL or start it (scripts/services.sh start)") from None
+    return doc.get("results", [])
+
+
+def explain_influx_status(cfg: Config, status: int) -> str:
+    """One line for an HTTP error status from InfluxDB."""
+    where = f"InfluxDB at {cfg.influx_url}"
+    if status == 401:
+        if not cfg.influx_token:
+            return (f"{where} needs credentials: set TELLTALE_INFLUX_TOKEN to user:password "
+                    "(or TELLTALE_INFLUX_TOKEN_FILE to a file holding it)")
+        return (f"{where} rejected the credentials (HTTP 401): check TELLTALE_INFLUX_TOKEN "
+                "(user:password) or TELLTALE_INFLUX_TOKEN_FILE")
+    if status == 403:
+        return (f"{where} refused the request (HTTP 403): the user in TELLTALE_INFLUX_TOKEN "
+                f"lacks the privilege (database {cfg.influx_db})")
+    return f"{where} answered HTTP {status}: check TELLTALE_INFLUX_URL"
+
+
+def check_influx(cfg: Config) -> None:
+    """Authenticate once against InfluxDB; raise :class:`AccessError` with the reason if not."""
+    influx_query(cfg, "SHOW DATABASES")
