@@ -87,14 +87,7 @@ class EmbeddedPipeline:
         """Decode and process one message synchronously (what the consumer thread does)."""
         events, rejected = decode_message(value)
         with self._lock:
-            for r in rejected:
-                self.counts["rejected"] += 1
-                rec = r.to_dict()
-                if self.store is not None:
-                    self.store.write_deadletters([rec])
-                if self.on_reject is not None:
-                    self.on_reject(rec)
-            out = Output()
+            out = Output(rejected=list(rejected))
             by_run: dict[str, list] = {}
             for ev in events:
                 by_run.setdefault(ev.run, []).append(ev)
