@@ -31,11 +31,45 @@ def _field(v) -> str:
     return f'"{s}"'
 
 
-def to_line(p: Point) -> str:
-    """Line protocol for one point (tags sorted, as InfluxDB prefers)."""
+def _to_line_slow(p: Point) -> str:
     tags = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(p.tags.items()) if v != "")
     fields = ",".join(f"{_esc_key(k)}={_field(v)}" for k, v in p.fields.items())
     return f"{_esc_key(p.measurement)}{tags} {fields} {p.time_ns}"
+
+
+# Escaped series prefixes and field keys repeat for every point of a series: cache them
+# (bounded; cleared when full) so a line costs one dict lookup plus its fields.
+_CACHE_MAX = 100_000
+_prefixes: dict[tuple, str] = {}
+_keys: dict[str, str] = {}
+
+
+def to_line(p: Point) -> str:
+    """Line protocol for one point (tags sorted, as InfluxDB prefers)."""
+    ck = (p.measurement, *p.tags.items())
+    prefix = _prefixes.get(ck)
+    if prefix is None:
+        if len(_prefixes) >= _CACHE_MAX:
+            _prefixes.clear()
+        tags = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(p.tags.items())
+                       if v != "")
+        prefix = _prefixes[ck] = f"{_esc_key(p.measurement)}{tags} "
+    parts = []
+    keys = _keys
+    for k, v in p.fields.items():
+        ek = keys.get(k)
+        if ek is None:
+            if len(keys) >= _CACHE_MAX:
+                keys.clear()
+            ek = keys[k] = _esc_key(k)
+        t = type(v)
+        if t is float:
+            parts.append(f"{ek}={v!r}")
+        elif t is int:
+            parts.append(f"{ek}={v}i")
+        else:
+            parts.append(f"{ek}={_field(v)}")
+    return f"{prefix}{','.join(parts)} {p.time_ns}"
 
 
 def ensure_database(cfg: Config) -> None:
