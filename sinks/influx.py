@@ -90,7 +90,7 @@ def ensure_database(cfg: Config) -> None:
 class AsyncInfluxSink:
     """Asynchronous writer for the Faust worker (influxdb-client's aiohttp client)."""
 
-    def __init__(self, cfg: Config, batch: int = 5000):
+    def __init__(self, cfg: Config, batch: int = 10_000):
         self.cfg, self.batch = cfg, batch
         self.client = None
         self.written = 0
@@ -110,8 +110,9 @@ class AsyncInfluxSink:
         if self.client is None:
             await self.start()
         for i in range(0, len(lines), self.batch):
+            # one string per request: a list is serialised by the client element by element
             await self.write_api.write(bucket=self.cfg.influx_bucket,
-                                       record=lines[i:i + self.batch])
+                                       record="\n".join(lines[i:i + self.batch]))
         self.written += len(lines)
 
     async def close(self) -> None:
