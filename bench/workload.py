@@ -23,8 +23,8 @@ from pathlib import Path
 
 from telltale.config import Config
 from telltale.producers import KafkaTransport, Monitor
-from telltale.schema import decode_message
-from telltale.simulate import SimRun, simulate
+from telltale.schema import decode_message, encode_batch
+from telltale.simulate import RunMix, SimRun, simulate  # noqa: F401 (RunMix: re-exported)
 from telltale.streams.topics import ensure_topics
 
 
@@ -263,3 +263,55 @@ class Ticker(threading.Thread):
     def stop(self):
         self._stop_ev.set()
         self.join(5)
+
+
+def publish_mix(cfg: Config, mix: RunMix, events: int, rate: float | None = None,
+                batch: int = 500, progress=print, stop=None) -> tuple[int, int]:
+    """Publish ``events`` events of ``mix`` (round robin over live runs, ``batch`` events
+    per message, the producer's wire format), paced at ``rate`` events/s if given;
+    returns (events, metric values) sent."""
+    from kafka import KafkaProducer
+
+    prod = KafkaProducer(bootstrap_servers=cfg.kafka, linger_ms=5, acks=1,
+                         max_request_size=4 << 20, batch_size=1 << 20)
+    sent = values = 0
+    t_start = time.perf_counter()
+    last = t_start
+    i = 0
+    t0 = 1.7e9
+    try:
+        while sent < events and not (stop and stop.is_set()):
+            run, evs, _ = mix.batch(i % len(mix.live), batch, t0)
+            i += 1
+            prod.send(cfg.metrics_topic, key=run.encode(), value=encode_batch(run, evs))
+            sent += len(evs)
+            values += sum(len(e["metrics"]) for e in evs)
+            if rate:
+                ahead = sent / rate - (time.perf_counter() - t_start)
+                if ahead > 0:
+                    time.sleep(ahead)
+            if time.perf_counter() - last > 30:
+                last = time.perf_counter()
+                progress(f"  published {sent:,} events ({mix.ended} runs ended)")
+        prod.flush(120)
+    finally:
+        prod.close(10)
+    return sent, values
+
+
+def consumer_lag(cfg: Config) -> int | None:
+    """Messages of the metrics topic not yet committed by the worker's consumer group."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka)
+    cons = KafkaConsumer(bootstrap_servers=cfg.kafka)
+    try:
+        committed = admin.list_consumer_group_offsets(cfg.app_id)
+        tps = [TopicPartition(cfg.metrics_topic, p) for p in range(cfg.partitions)]
+        end = cons.end_offsets(tps)
+        return sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+    except Exception:
+        return None
+    finally:
+        cons.close()
+        admin.close()
