@@ -61,7 +61,7 @@ def run_path(messages: list[bytes], spill: str) -> tuple[int, float, int]:
         run = events[0].run
         st = states.get(run) or states.setdefault(run, proc.new_state(run))
         out = proc.process(st, events)
-        buf.add(out.points)
+        buf.add(out.points, out.blocks)
         n_val += sum(len(ev.metrics) for ev in events)
         if len(buf) > 20_000:
             lines += len(buf)

@@ -18,8 +18,8 @@ import os
 import time
 from pathlib import Path
 
-from telltale.records import Point
-from telltale.sinks.influx import to_line
+from telltale.records import Point, PointBlock
+from telltale.sinks.influx import block_lines, to_line
 
 log = logging.getLogger("telltale.worker")
 
@@ -41,8 +41,10 @@ class DurablePointBuffer:
         self.last_error: str | None = None
         self._seq = int(time.time() * 1000)
 
-    def add(self, points: list[Point]) -> None:
+    def add(self, points: list[Point], blocks: list[PointBlock] = ()) -> None:
         self.lines.extend(to_line(p) for p in points)
+        for b in blocks:
+            self.lines.extend(block_lines(b))
 
     def __len__(self) -> int:
         return len(self.lines)

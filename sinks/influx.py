@@ -11,7 +11,7 @@ import urllib.parse
 import urllib.request
 
 from telltale.config import Config
-from telltale.records import Point
+from telltale.records import Point, PointBlock
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,32 @@ _prefixes: dict[tuple, str] = {}
 _keys: dict[str, str] = {}
 
 
-def to_line(p: Point) -> str:
-    """Line protocol for one point (tags sorted, as InfluxDB prefers)."""
-    ck = (p.measurement, *p.tags.items())
+def _prefix(measurement: str, tags: dict) -> str:
+    ck = (measurement, *tags.items())
     prefix = _prefixes.get(ck)
     if prefix is None:
         if len(_prefixes) >= _CACHE_MAX:
             _prefixes.clear()
-        tags = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(p.tags.items())
-                       if v != "")
-        prefix = _prefixes[ck] = f"{_esc_key(p.measurement)}{tags} "
+        tt = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(tags.items()) if v != "")
+        prefix = _prefixes[ck] = f"{_esc_key(measurement)}{tt} "
+    return prefix
+
+
+def block_lines(b: PointBlock) -> list[str]:
+    """Line protocol for a block of points, the same lines as ``to_line`` of its points."""
+    prefix = _prefix(b.measurement, b.tags)
+    keys = [_esc_key(n) for n in b.names]
+    out = []
+    for vals, step, t in zip(zip(*b.columns, strict=True), b.steps, b.times_ns, strict=True):
+        parts = [f"{k}={v!r}" for k, v in zip(keys, vals, strict=True) if v - v == 0]
+        parts.append(f"step={step}i")
+        out.append(f"{prefix}{','.join(parts)} {t}")
+    return out
+
+
+def to_line(p: Point) -> str:
+    """Line protocol for one point (tags sorted, as InfluxDB prefers)."""
+    prefix = _prefix(p.measurement, p.tags)
     parts = []
     keys = _keys
     for k, v in p.fields.items():

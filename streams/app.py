@@ -240,7 +240,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                 rkey = run.encode()
                 for a in out.alerts:
                     ck.sends.append(await alerts_topic.send(key=rkey, value=dumps(a).encode()))
-                buffer.add(out.points)
+                buffer.add(out.points, out.blocks)
         except Exception as exc:  # a poison message must not stop the worker
             log.exception("processing failed")
             await dead_letter(key, Rejected(f"processing error: {exc!r}", value))

@@ -110,9 +110,10 @@ class EmbeddedPipeline:
 
     def _emit(self, out: Output) -> None:
         self.counts["alerts"] += len(out.alerts)
-        self.counts["points"] += len(out.points)
+        points = out.all_points()
+        self.counts["points"] += len(points)
         if self.store is not None:
-            self.store.write_points(out.points)
+            self.store.write_points(points)
             self.store.write_alerts(out.alerts)
         if self.on_alert is not None:
             for a in out.alerts:

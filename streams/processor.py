@@ -17,7 +17,7 @@ from telltale.config import Config
 from telltale.detectors import Finding, Pipelines, WindowResult, WindowSpec, WindowStats
 from telltale.detectors.pipelines import default_pipelines
 from telltale.detectors.runrules import SeriesBatch
-from telltale.records import Point, to_ns
+from telltale.records import Point, PointBlock, to_ns
 from telltale.schema import Event
 from telltale.streams.lifecycle import AlertPolicy, AlertTracker
 
@@ -42,10 +42,16 @@ class Candidate:
 class Output:
     points: list[Point] = field(default_factory=list)
     alerts: list[dict] = field(default_factory=list)
+    blocks: list[PointBlock] = field(default_factory=list)  # scores, as columns
 
     def extend(self, other: Output) -> None:
         self.points.extend(other.points)
         self.alerts.extend(other.alerts)
+        self.blocks.extend(other.blocks)
+
+    def all_points(self) -> list[Point]:
+        """Every point, the blocks' rows as Point objects too."""
+        return self.points + [p for b in self.blocks for p in b.points()]
 
 
 class RunProcessor:
@@ -220,16 +226,16 @@ class RunProcessor:
 
     @staticmethod
     def _score_points(run, metric, rank, kind, steps, ts, scores, out: Output) -> None:
-        tags = {"run": run, "metric": metric, "rank": rank, "kind": kind}
         names = list(scores)
         mat = np.vstack([scores[n] for n in names])
-        finite = np.isfinite(mat)
-        steps_l, ts_l = steps.tolist(), ts.tolist()
-        mat_l = mat.tolist()
-        for i in np.flatnonzero(finite.any(axis=0)).tolist():
-            fields = {names[j]: mat_l[j][i] for j in range(len(names)) if finite[j, i]}
-            fields["step"] = steps_l[i]
-            out.points.append(Point("scores", tags, fields, to_ns(ts_l[i])))
+        keep = np.isfinite(mat).any(axis=0)
+        if not keep.all():
+            if not keep.any():
+                return
+            mat, steps, ts = mat[:, keep], steps[keep], ts[keep]
+        out.blocks.append(PointBlock(
+            "scores", {"run": run, "metric": metric, "rank": rank, "kind": kind}, names,
+            mat.tolist(), steps.tolist(), np.rint(ts * 1e9).astype(np.int64).tolist()))
 
     @staticmethod
     def _window_points(run, key, ser, closed: list[WindowResult]) -> list[Point]:
