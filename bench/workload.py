@@ -301,17 +301,15 @@ def publish_mix(cfg: Config, mix: RunMix, events: int, rate: float | None = None
 
 def consumer_lag(cfg: Config) -> int | None:
     """Messages of the metrics topic not yet committed by the worker's consumer group."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
 
-    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka)
-    cons = KafkaConsumer(bootstrap_servers=cfg.kafka)
+    cons = KafkaConsumer(bootstrap_servers=cfg.kafka, group_id=cfg.app_id,
+                         enable_auto_commit=False)
     try:
-        committed = admin.list_consumer_group_offsets(cfg.app_id)
         tps = [TopicPartition(cfg.metrics_topic, p) for p in range(cfg.partitions)]
         end = cons.end_offsets(tps)
-        return sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+        return sum(end[tp] - (cons.committed(tp) or 0) for tp in tps)
     except Exception:
         return None
     finally:
         cons.close()
-        admin.close()
