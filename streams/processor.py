@@ -111,13 +111,16 @@ class RunProcessor:
         run = state["run"]
         state["events"] += len(events)
         state["ended"] = False
-        groups: dict[str, tuple[list, list, list, str, list]] = {}
+        # (metric, rank) -> (steps, ts, values, kind, seqs, series key)
+        groups: dict[tuple, tuple[list, list, list, str, list, str]] = {}
         pts = out.points
         for seq, ev in enumerate(events):
-            tags = {"run": run, "kind": ev.kind, "rank": ev.rank}
-            for t in EXTRA_TAGS:
-                if t in ev.tags:
-                    tags[t] = ev.tags[t]
+            rank, step, ts = ev.rank, ev.step, ev.ts
+            tags = {"run": run, "kind": ev.kind, "rank": rank}
+            if ev.tags:
+                for t in EXTRA_TAGS:
+                    if t in ev.tags:
+                        tags[t] = ev.tags[t]
             fields: dict = {}
             bad = 0
             for name, v in ev.metrics.items():
@@ -125,22 +128,21 @@ class RunProcessor:
                     fields[name] = v
                 else:
                     bad += 1
-                key = f"{name}|{ev.rank}"
-                g = groups.get(key)
+                g = groups.get((name, rank))
                 if g is None:
-                    g = groups[key] = ([], [], [], ev.kind, [])
-                g[0].append(ev.step)
-                g[1].append(ev.ts)
+                    g = groups[(name, rank)] = ([], [], [], ev.kind, [], f"{name}|{rank}")
+                g[0].append(step)
+                g[1].append(ts)
                 g[2].append(v)
                 g[4].append(seq)
-            fields["step"] = ev.step
+            fields["step"] = step
             if bad:
                 fields["nonfinite"] = bad
             pts.append(Point("metrics", tags, fields, to_ns(ev.ts)))
         candidates: list[Candidate] = []
         batch: dict[str, SeriesBatch] = {}
         seen: dict[str, tuple] = {}  # series key -> (steps, ts, values, scores) of the batch
-        for key, (steps, ts, vals, kind, seqs) in groups.items():
+        for steps, ts, vals, kind, seqs, key in groups.values():
             ser = state["series"].get(key)
             if ser is None:
                 ser = state["series"][key] = self._new_series(key, kind)
