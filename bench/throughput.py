@@ -81,6 +81,8 @@ def main(argv=None) -> int:
                     help="also 2 workers vs 1 on an 8-partition topic")
     ap.add_argument("--profile", action="store_true",
                     help="profile the processor path in-process on the same messages")
+    ap.add_argument("--profile-worker", action="store_true",
+                    help="one more drain with the worker itself under cProfile")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="telltale-bench-"))
     print(f"throughput bench: {args.events} events, {args.runs} runs, "
@@ -106,12 +108,15 @@ def main(argv=None) -> int:
     rates = []
     for i in range(args.worker_repeat):
         wcfg = with_group(cfg, f"w{i}")
-        secs = drain_with_workers(wcfg, n_events, 1)
+        cpu: dict = {}
+        secs = drain_with_workers(wcfg, n_events, 1, cpu=cpu)
         got = influx_metric_values(wcfg)
         rates.append(n_values / secs)
         ok = "OK" if got == n_values else "MISMATCH"
         print(f"  worker #{i + 1}: {n_values / secs:,.0f} values/s ({secs:.1f} s); "
               f"InfluxDB read back {got} of {n_values} values: {ok}")
+        print("    CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+              + " (worker incl. its start-up)")
         drop_database(wcfg)
         if got != n_values:
             return 1
@@ -135,17 +140,29 @@ def main(argv=None) -> int:
         print(f"cProfile of the same path on {n} messages (top by own time):")
         print("\n".join(s.getvalue().splitlines()[:40]))
 
+    if args.profile_worker:
+        wc = with_group(cfg, "prof")
+        path = str(tmp / "worker.prof")
+        secs = drain_with_workers(wc, n_events, 1, profile=path)
+        print(f"\nworker under cProfile: {n_values / secs:,.0f} values/s; top by own time:")
+        s = io.StringIO()
+        pstats.Stats(path, stream=s).sort_stats("tottime").print_stats(20)
+        print("\n".join(s.getvalue().splitlines()[6:34]))
+        drop_database(wc)
+
     if args.scale_out:
         c8 = bench_config("so", 8, tmp)
         e8, v8 = preload(c8, args.events, args.runs, progress=lambda m: None)
         r = {}
         for n in (1, 2):
             wc = with_group(c8, f"x{n}")
-            secs = drain_with_workers(wc, e8, n)
+            cpu: dict = {}
+            secs = drain_with_workers(wc, e8, n, cpu=cpu)
             got = influx_metric_values(wc)
             r[n] = v8 / secs
             print(f"  {n} worker(s) on 8 partitions: {r[n]:,.0f} values/s ({secs:.1f} s); "
-                  f"InfluxDB {got}/{v8}")
+                  f"InfluxDB {got}/{v8}; CPU s: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
             drop_database(wc)
         print(f"scale-out 2 workers / 1 worker: {r[2] / r[1]:.2f}; {load()}")
     return 0

@@ -176,11 +176,39 @@ class Worker:
                      + self.log_path.read_text(errors="replace")[-3000:])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def service_pids() -> dict[str, int]:
+    """Kafka's and InfluxDB's pids from scripts/services.sh's pid files."""
+    root = Path(__file__).resolve().parents[1] / ".services"
+    out = {}
+    for name, path in (("kafka", root / "kafka" / "kafka.pid"),
+                       ("influxdb", root / "influx" / "influxd.pid")):
+        try:
+            out[name] = int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
 def drain_with_workers(cfg: Config, events: int, n: int = 1, timeout: float = 1800,
-                       progress=print) -> float:
+                       progress=print, cpu: dict | None = None,
+                       profile: str | None = None) -> float:
     """Start ``n`` workers on a fresh group; seconds from the first processed event until
-    all ``events`` are processed and every point is written (status polled every 0.1 s)."""
-    workers = [Worker(cfg, f"w{i}") for i in range(n)]
+    all ``events`` are processed and every point is written (status polled every 0.1 s).
+    ``cpu`` gets the CPU seconds each worker, Kafka and InfluxDB used meanwhile;
+    ``profile``: the (first) worker runs under cProfile, stats written there on exit."""
+    workers = [Worker(cfg, f"w{i}", profile=profile if i == 0 else None) for i in range(n)]
+    svc = service_pids()
+    svc0 = {k: cpu_seconds(p) for k, p in svc.items()}
     t_first = None
     last_print = time.monotonic()
     deadline = time.monotonic() + timeout
@@ -194,6 +222,11 @@ def drain_with_workers(cfg: Config, events: int, n: int = 1, timeout: float = 18
                 t_first = time.perf_counter()
             pending = sum(s.get("influx", {}).get("pending", 0) for s in sts)
             if done >= events and pending == 0:
+                if cpu is not None:
+                    for i, w in enumerate(workers):
+                        cpu[f"worker {i}"] = cpu_seconds(w.proc.pid)
+                    for k, p in svc.items():
+                        cpu[k] = cpu_seconds(p) - svc0[k]
                 return time.perf_counter() - t_first
             if time.monotonic() - last_print > 5:
                 last_print = time.monotonic()
