@@ -62,14 +62,13 @@ def preload(cfg: Config, events: int, runs: int, progress=print) -> tuple[int, i
     """Publish ``events`` events over ``runs`` runs with Telltale's producer (each run
     ends with its ``end`` event); returns (events incl. ends, metric values) sent."""
     ensure_topics(cfg)
-    transport = KafkaTransport(cfg.kafka, cfg.metrics_topic)
     per_run = events // runs
     values = 0
     mons = []
     t0 = time.perf_counter()
     for r in range(runs):
-        mon = Monitor(f"run-{r:03d}", transport, max_queue=per_run + 10, batch_size=500,
-                      overflow="drop_newest")
+        mon = Monitor(f"run-{r:03d}", KafkaTransport(cfg.kafka, cfg.metrics_topic),
+                      max_queue=per_run + 10, batch_size=500, overflow="drop_newest")
         fault = "spike" if r % 4 == 1 else None
         for step, ts, metrics in sim_events(f"run-{r:03d}", per_run, seed=r, fault=fault):
             mon.log(metrics, step=step, ts=ts)
@@ -83,7 +82,6 @@ def preload(cfg: Config, events: int, runs: int, progress=print) -> tuple[int, i
         st = mon.stats()
         if st.get("dropped") or st.get("invalid"):
             sys.exit(f"producer dropped events: {st}")
-    transport.close()
     return per_run * runs + runs, values
 
 
