@@ -34,20 +34,34 @@ class LevelShift(Detector):
     def update(self, state, steps, values):
         buf = state["buf"]
         active = state["active"]
-        keep = self.recent + self.reference
+        keep, recent = self.recent + self.reference, self.recent
         lim, rearm = math.log(self.factor), 0.5 * math.log(self.factor)
         scores = np.full(len(values), np.nan)
         findings = []
-        for i, x in enumerate(values.tolist()):
-            if not (x > 0 and math.isfinite(x)):
+        ok = np.flatnonzero((values > 0) & np.isfinite(values))
+        if not len(ok):
+            return scores, findings
+        old = len(buf)
+        arr = np.concatenate([np.asarray(buf, dtype=float), values[ok]])
+        # medians of the window ending at each new value: a growing window while the buffer
+        # fills, then one vectorised median over all full windows of the batch
+        ref_med = np.full(len(ok), np.nan)
+        cur_med = np.full(len(ok), np.nan)
+        need = recent + self.min_reference
+        first_full = max(keep - 1 - old, 0)  # index into ok of the first full window
+        for k in range(min(first_full, len(ok))):
+            end = old + k + 1
+            if end >= need:
+                ref_med[k] = np.median(arr[:end - recent])
+                cur_med[k] = np.median(arr[end - recent:end])
+        if first_full < len(ok):
+            win = np.lib.stride_tricks.sliding_window_view(arr, keep)[old + first_full + 1 - keep:]
+            ref_med[first_full:] = np.median(win[:, :-recent], axis=1)
+            cur_med[first_full:] = np.median(win[:, -recent:], axis=1)
+        for k, i in enumerate(ok.tolist()):
+            ref, cur = float(ref_med[k]), float(cur_med[k])
+            if ref != ref:  # still filling
                 continue
-            buf.append(x)
-            if len(buf) > keep:
-                del buf[0]
-            if len(buf) < self.recent + self.min_reference:
-                continue
-            ref = float(np.median(buf[:-self.recent]))
-            cur = float(np.median(buf[-self.recent:]))
             r = math.log(cur / ref)
             scores[i] = r
             if not active and (self.sign * r if self.sign else abs(r)) > lim:
@@ -59,5 +73,6 @@ class LevelShift(Detector):
                     {"recent_median": cur, "reference_median": ref}))
             elif active and abs(r) < rearm:
                 active = False
+        state["buf"] = arr[-keep:].tolist()
         state["active"] = active
         return scores, findings

@@ -18,8 +18,8 @@ import os
 import time
 from pathlib import Path
 
-from telltale.records import Point
-from telltale.sinks.influx import to_line
+from telltale.records import Point, PointBlock
+from telltale.sinks.influx import block_lines, to_line
 
 log = logging.getLogger("telltale.worker")
 
@@ -41,8 +41,10 @@ class DurablePointBuffer:
         self.last_error: str | None = None
         self._seq = int(time.time() * 1000)
 
-    def add(self, points: list[Point]) -> None:
+    def add(self, points: list[Point], blocks: list[PointBlock] = ()) -> None:
         self.lines.extend(to_line(p) for p in points)
+        for b in blocks:
+            self.lines.extend(block_lines(b))
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -53,14 +55,23 @@ class DurablePointBuffer:
     def spill_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.spill_files())
 
+    def take(self) -> list[str]:
+        """The buffered lines, handed over for :meth:`flush_lines` (the buffer restarts)."""
+        batch, self.lines = self.lines, []
+        return batch
+
     async def flush(self, write) -> bool:
         """Make every buffered line durable; True when all of it reached InfluxDB.
 
         ``write`` is ``async write(lines: list[str])`` raising on failure.
         """
+        return await self.flush_lines(self.take(), write)
+
+    async def flush_lines(self, batch: list[str], write) -> bool:
+        """Make ``batch`` (from :meth:`take`) durable, after any spill; on
+        :class:`Backpressure` the batch goes back in front of the buffer."""
         ok = await self._drain_spill(write)
-        if self.lines:
-            batch, self.lines = self.lines, []
+        if batch:
             if ok:
                 try:
                     await write(batch)

@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 
 from telltale.config import Config
-from telltale.records import Point
+from telltale.records import Point, PointBlock
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,61 @@ def _field(v) -> str:
     return f'"{s}"'
 
 
-def to_line(p: Point) -> str:
-    """Line protocol for one point (tags sorted, as InfluxDB prefers)."""
+def _to_line_slow(p: Point) -> str:
     tags = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(p.tags.items()) if v != "")
     fields = ",".join(f"{_esc_key(k)}={_field(v)}" for k, v in p.fields.items())
     return f"{_esc_key(p.measurement)}{tags} {fields} {p.time_ns}"
+
+
+# Escaped series prefixes and field keys repeat for every point of a series: cache them
+# (bounded; cleared when full) so a line costs one dict lookup plus its fields.
+_CACHE_MAX = 100_000
+_prefixes: dict[tuple, str] = {}
+_keys: dict[str, str] = {}
+
+
+def _prefix(measurement: str, tags: dict) -> str:
+    ck = (measurement, *tags.items())
+    prefix = _prefixes.get(ck)
+    if prefix is None:
+        if len(_prefixes) >= _CACHE_MAX:
+            _prefixes.clear()
+        tt = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(tags.items()) if v != "")
+        prefix = _prefixes[ck] = f"{_esc_key(measurement)}{tt} "
+    return prefix
+
+
+def block_lines(b: PointBlock) -> list[str]:
+    """Line protocol for a block of points, the same lines as ``to_line`` of its points."""
+    prefix = _prefix(b.measurement, b.tags)
+    keys = [_esc_key(n) for n in b.names]
+    out = []
+    for vals, step, t in zip(zip(*b.columns, strict=True), b.steps, b.times_ns, strict=True):
+        parts = [f"{k}={v!r}" for k, v in zip(keys, vals, strict=True) if v - v == 0]
+        parts.append(f"step={step}i")
+        out.append(f"{prefix}{','.join(parts)} {t}")
+    return out
+
+
+def to_line(p: Point) -> str:
+    """Line protocol for one point (tags sorted, as InfluxDB prefers)."""
+    prefix = _prefix(p.measurement, p.tags)
+    parts = []
+    keys = _keys
+    for k, v in p.fields.items():
+        ek = keys.get(k)
+        if ek is None:
+            if len(keys) >= _CACHE_MAX:
+                keys.clear()
+            ek = keys[k] = _esc_key(k)
+        t = type(v)
+        if t is float:
+            parts.append(f"{ek}={v!r}")
+        elif t is int:
+            parts.append(f"{ek}={v}i")
+        else:
+            parts.append(f"{ek}={_field(v)}")
+    return f"{prefix}{','.join(parts)} {p.time_ns}"
 
 
 def ensure_database(cfg: Config) -> None:
@@ -61,7 +111,7 @@ def ensure_database(cfg: Config) -> None:
 class AsyncInfluxSink:
     """Asynchronous writer for the Faust worker (influxdb-client's aiohttp client)."""
 
-    def __init__(self, cfg: Config, batch: int = 5000):
+    def __init__(self, cfg: Config, batch: int = 10_000):
         self.cfg, self.batch = cfg, batch
         self.client = None
         self.written = 0
@@ -81,8 +131,9 @@ class AsyncInfluxSink:
         if self.client is None:
             await self.start()
         for i in range(0, len(lines), self.batch):
+            # one string per request: a list is serialised by the client element by element
             await self.write_api.write(bucket=self.cfg.influx_bucket,
-                                       record=lines[i:i + self.batch])
+                                       record="\n".join(lines[i:i + self.batch]))
         self.written += len(lines)
 
     async def close(self) -> None:

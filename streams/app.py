@@ -41,17 +41,26 @@ CHECKPOINT_INTERVAL = 0.25  # seconds between checkpoints
 CHECKPOINT_MESSAGES = 500  # or sooner, after this many messages
 CHECKPOINT_POINTS = 20_000  # or this many points
 IDLE_EVICT_S = 120.0  # runs idle this long leave the memory cache (the table keeps them)
+STATUS_RUNS = 10_000  # worker-status.json counts events of this many most recent runs
 
 
 class Checkpointer:
-    """Per-run state cache, pending outputs and un-acknowledged input of one worker."""
+    """Per-run state cache, pending outputs and un-acknowledged input of one worker.
+
+    A checkpoint takes a snapshot under the lock (alert sends, buffered points, changed run
+    states, input events) and commits it in a background task, so processing goes on while
+    InfluxDB ingests: alerts acked → points durable → states to the changelog → input acked.
+    One commit is in flight at a time; past 4× the checkpoint bounds the agent waits for it.
+    """
 
     def __init__(self, table, buffer: DurablePointBuffer, sink, producer):
         self.table, self.buffer, self.sink, self.producer = table, buffer, sink, producer
-        self.cache: dict[str, dict] = {}  # run -> {"state", "dirty", "seen", "partition"}
+        self.cache: dict[str, dict] = {}  # run -> {"state", "dirty", "ver", "seen", "partition"}
         self.unacked: list = []
         self.sends: list = []  # futures of alert / dead-letter sends since the last checkpoint
         self.lock = asyncio.Lock()
+        self.inflight: asyncio.Task | None = None
+        self.committing = 0  # points in commits not finished yet
         self.last = time.monotonic()
         self.counts = {"checkpoints": 0, "messages": 0, "skipped": 0, "evicted": 0}
         self.new_runs = 0  # runs started since the last checkpoint (not in the table yet)
@@ -68,7 +77,8 @@ class Checkpointer:
             if state.get("ended_marker"):  # the run ended; its offsets still skip replays
                 state = {**new_state(run), "offsets": state.get("offsets", {})}
             self.new_runs += saved is None
-            ent = self.cache[run] = {"state": state, "dirty": False, "partition": partition}
+            ent = self.cache[run] = {"state": state, "dirty": False, "ver": 0,
+                                     "partition": partition}
         ent["seen"] = time.monotonic()
         return ent
 
@@ -76,39 +86,88 @@ class Checkpointer:
         return (len(self.unacked) >= CHECKPOINT_MESSAGES or len(self.buffer) >= CHECKPOINT_POINTS
                 or time.monotonic() - self.last >= CHECKPOINT_INTERVAL)
 
-    async def checkpoint(self) -> None:
-        async with self.lock:
-            await self._checkpoint()
+    def _over_bound(self) -> bool:
+        return (len(self.unacked) >= 4 * CHECKPOINT_MESSAGES
+                or len(self.buffer) >= 4 * CHECKPOINT_POINTS)
 
-    async def _checkpoint(self) -> None:
+    async def checkpoint(self, wait: bool = False) -> None:
+        """Start a commit of what is pending (``wait``: and wait until it is done)."""
+        if self.inflight is not None and not self.inflight.done():
+            if not (wait or self._over_bound()):
+                return  # the next checkpoint takes what piles up meanwhile
+            await self.wait_commit()
+        async with self.lock:
+            snap = self._snapshot()
+            if snap is None:
+                return
+            # chained: commits finish in snapshot order even when two start close together
+            self.inflight = asyncio.ensure_future(self._commit(self.inflight, *snap))
+        if wait:
+            await self.wait_commit()
+
+    async def wait_commit(self) -> None:
+        task = self.inflight
+        if task is not None:
+            await asyncio.shield(task)
+
+    def _snapshot(self):
         self.last = time.monotonic()
         if not self.unacked and not len(self.buffer) and not self.buffer.spill_files():
-            return
+            return None
         sends, self.sends = self.sends, []
-        for fut in sends:  # 1. alerts and dead letters are on their topics
-            await fut
-        if self.sink is not None:  # 2. points are in InfluxDB or fsynced to the spill
-            try:
-                await self.buffer.flush(self.sink.write_lines)
-            except Backpressure as exc:
-                log.error("%s; not acknowledging input until it drains", exc)
-                return
+        lines = self.buffer.take()
         now = time.monotonic()
-        for run, ent in list(self.cache.items()):  # 3. changed states go to the changelog
+        states = []  # (run, ver, JSON or None for a run that ended)
+        for run, ent in list(self.cache.items()):
             if ent["dirty"]:
-                if ent["state"].get("ended"):  # release the state, keep a small marker
-                    marker = {"run": run, "ended_marker": True,
-                              "offsets": ent["state"].get("offsets", {})}
-                    self.table[run.encode()] = dumps(marker).encode()
-                    del self.cache[run]
+                st = ent["state"]
+                if st.get("ended"):  # release the state, keep a small marker for replays
+                    marker = {"run": run, "ended_marker": True, "offsets": st.get("offsets", {})}
+                    states.append((run, ent["ver"], dumps(marker), True))
                 else:
-                    self.table[run.encode()] = dumps(ent["state"]).encode()
-                    ent["dirty"] = False
+                    states.append((run, ent["ver"], dumps(st), False))
             elif now - ent["seen"] > IDLE_EVICT_S:
                 del self.cache[run]
                 self.counts["evicted"] += 1
         self.new_runs = 0
         events, self.unacked = self.unacked, []
+        return sends, lines, states, events
+
+    async def _commit(self, prev, sends, lines, states, events) -> None:
+        if prev is not None:
+            await asyncio.shield(prev)  # never raises: see below
+        n = len(lines)
+        self.committing += n
+        try:
+            await self._commit_snapshot(sends, lines, states, events)
+        except Exception:  # e.g. an alert send failed: nothing acked, all of it retried
+            log.exception("checkpoint failed; its input is processed again later")
+            self.unacked[:0] = events
+            self.buffer.lines[:0] = lines
+            for run, *_ in states:
+                if run in self.cache:
+                    self.cache[run]["dirty"] = True
+        finally:
+            self.committing -= n
+
+    async def _commit_snapshot(self, sends, lines, states, events) -> None:
+        for fut in sends:  # 1. alerts and dead letters are on their topics
+            await fut
+        if self.sink is not None:  # 2. points are in InfluxDB or fsynced to the spill
+            try:
+                await self.buffer.flush_lines(lines, self.sink.write_lines)
+            except Backpressure as exc:
+                log.error("%s; not acknowledging input until it drains", exc)
+                self.unacked[:0] = events  # the lines went back into the buffer
+                return  # states stay dirty: written with a later checkpoint
+            lines.clear()  # durable now
+        for run, ver, blob, ended in states:  # 3. changed states go to the changelog
+            self.table[run.encode()] = blob.encode()
+            ent = self.cache.get(run)
+            if ent is not None and ent["ver"] == ver:  # unchanged since the snapshot
+                ent["dirty"] = False
+                if ended:
+                    del self.cache[run]
         for ev in events:  # 4. the input is done: Faust may commit its offsets
             ev.ack()
         self.counts["checkpoints"] += 1
@@ -214,15 +273,16 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                 out = processor.process(state, evs)
                 offs[str(partition)] = offset
                 ent["dirty"] = True
+                ent["ver"] += 1
                 seen_runs[run] = seen_runs.pop(run, 0) + len(evs)
-                if len(seen_runs) > 10_000:  # bounded: the most recently active runs
+                if len(seen_runs) > STATUS_RUNS:  # bounded: the most recently active runs
                     seen_runs.popitem(last=False)
                 rkey = run.encode()
                 for a in out.alerts:
                     ck.sends.append(await alerts_topic.send(key=rkey, value=dumps(a).encode()))
                 for r in out.rejected:
                     await dead_letter(key, r)
-                buffer.add(out.points)
+                buffer.add(out.points, out.blocks)
         except Exception as exc:  # a poison message must not stop the worker
             log.exception("processing failed")
             await dead_letter(key, Rejected(f"processing error: {exc!r}", value))
@@ -265,6 +325,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs) -> None:
+        await ck.wait_commit()  # the commit in flight finishes while this worker owns them
         async with ck.lock:  # everything acked so far is checkpointed; the rest is replayed
             ck.forget({tp.partition for tp in revoked if tp.topic == cfg.metrics_topic})
 
@@ -295,9 +356,10 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                           if tp.topic == cfg.metrics_topic)
         path = os.path.join(cfg.data_dir, "worker-status.json")
         doc = {"pid": os.getpid(), "assigned": assigned, "runs": seen_runs,
-               "cached_runs": len(ck.cache), **ck.counts,
+               "cached_runs": len(ck.cache), "table_runs": len(run_state), **ck.counts,
                "influx": {"written": buffer.written, "spilled": buffer.spilled,
-                          "pending": len(buffer), "spill_files": len(buffer.spill_files()),
+                          "pending": len(buffer) + ck.committing,
+                          "spill_files": len(buffer.spill_files()),
                           "last_error": buffer.last_error}}
         with open(path + ".tmp", "w") as f:
             json.dump(doc, f)
@@ -318,7 +380,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
 
         async def on_stop(self) -> None:
             try:
-                await ck.checkpoint()
+                await ck.checkpoint(wait=True)
             except Exception:  # the input stays un-acked and is processed again
                 log.exception("final checkpoint failed")
             if sink is not None:

@@ -112,9 +112,10 @@ class EmbeddedPipeline:
             if self.on_reject is not None:
                 self.on_reject(rec)
         self.counts["alerts"] += len(out.alerts)
-        self.counts["points"] += len(out.points)
+        points = out.all_points()
+        self.counts["points"] += len(points)
         if self.store is not None:
-            self.store.write_points(out.points)
+            self.store.write_points(points)
             self.store.write_alerts(out.alerts)
         if self.on_alert is not None:
             for a in out.alerts:

@@ -17,7 +17,7 @@ from telltale.config import Config
 from telltale.detectors import Finding, Pipelines, WindowResult, WindowSpec, WindowStats
 from telltale.detectors.pipelines import default_pipelines
 from telltale.detectors.runrules import SeriesBatch
-from telltale.records import Point, to_ns
+from telltale.records import Point, PointBlock, to_ns
 from telltale.schema import Event, Rejected
 from telltale.streams.lifecycle import AlertPolicy, AlertTracker
 
@@ -43,11 +43,17 @@ class Output:
     points: list[Point] = field(default_factory=list)
     alerts: list[dict] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)  # for the dead-letter topic
+    blocks: list[PointBlock] = field(default_factory=list)  # scores, as columns
 
     def extend(self, other: Output) -> None:
         self.points.extend(other.points)
         self.alerts.extend(other.alerts)
         self.rejected.extend(other.rejected)
+        self.blocks.extend(other.blocks)
+
+    def all_points(self) -> list[Point]:
+        """Every point, the blocks' rows as Point objects too."""
+        return self.points + [p for b in self.blocks for p in b.points()]
 
 
 class RunProcessor:
@@ -108,13 +114,16 @@ class RunProcessor:
         run = state["run"]
         state["events"] += len(events)
         state["ended"] = False
-        groups: dict[str, tuple[list, list, list, str, list]] = {}
+        # (metric, rank) -> (steps, ts, values, kind, seqs, series key)
+        groups: dict[tuple, tuple[list, list, list, str, list, str]] = {}
         pts = out.points
         for seq, ev in enumerate(events):
-            tags = {"run": run, "kind": ev.kind, "rank": ev.rank}
-            for t in EXTRA_TAGS:
-                if t in ev.tags:
-                    tags[t] = ev.tags[t]
+            rank, step, ts = ev.rank, ev.step, ev.ts
+            tags = {"run": run, "kind": ev.kind, "rank": rank}
+            if ev.tags:
+                for t in EXTRA_TAGS:
+                    if t in ev.tags:
+                        tags[t] = ev.tags[t]
             fields: dict = {}
             bad = 0
             for name, v in ev.metrics.items():
@@ -122,15 +131,14 @@ class RunProcessor:
                     fields[name] = v
                 else:
                     bad += 1
-                key = f"{name}|{ev.rank}"
-                g = groups.get(key)
+                g = groups.get((name, rank))
                 if g is None:
-                    g = groups[key] = ([], [], [], ev.kind, [])
-                g[0].append(ev.step)
-                g[1].append(ev.ts)
+                    g = groups[(name, rank)] = ([], [], [], ev.kind, [], f"{name}|{rank}")
+                g[0].append(step)
+                g[1].append(ts)
                 g[2].append(v)
                 g[4].append(seq)
-            fields["step"] = ev.step
+            fields["step"] = step
             if bad:
                 fields["nonfinite"] = bad
             pts.append(Point("metrics", tags, fields, to_ns(ev.ts)))
@@ -138,7 +146,7 @@ class RunProcessor:
         batch: dict[str, SeriesBatch] = {}
         seen: dict[str, tuple] = {}  # series key -> (steps, ts, values, scores) of the batch
         refused = []
-        for key, (steps, ts, vals, kind, seqs) in groups.items():
+        for steps, ts, vals, kind, seqs, key in groups.values():
             ser = state["series"].get(key)
             if ser is None:
                 if len(state["series"]) >= self.max_series:  # bounded state per run
@@ -234,16 +242,16 @@ class RunProcessor:
 
     @staticmethod
     def _score_points(run, metric, rank, kind, steps, ts, scores, out: Output) -> None:
-        tags = {"run": run, "metric": metric, "rank": rank, "kind": kind}
         names = list(scores)
         mat = np.vstack([scores[n] for n in names])
-        finite = np.isfinite(mat)
-        steps_l, ts_l = steps.tolist(), ts.tolist()
-        mat_l = mat.tolist()
-        for i in np.flatnonzero(finite.any(axis=0)).tolist():
-            fields = {names[j]: mat_l[j][i] for j in range(len(names)) if finite[j, i]}
-            fields["step"] = steps_l[i]
-            out.points.append(Point("scores", tags, fields, to_ns(ts_l[i])))
+        keep = np.isfinite(mat).any(axis=0)
+        if not keep.all():
+            if not keep.any():
+                return
+            mat, steps, ts = mat[:, keep], steps[keep], ts[keep]
+        out.blocks.append(PointBlock(
+            "scores", {"run": run, "metric": metric, "rank": rank, "kind": kind}, names,
+            mat.tolist(), steps.tolist(), np.rint(ts * 1e9).astype(np.int64).tolist()))
 
     @staticmethod
     def _window_points(run, key, ser, closed: list[WindowResult]) -> list[Point]:

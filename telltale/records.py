@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from math import isfinite
 
 ALERT_SCHEMA = "telltale.alert/2"
 
@@ -21,6 +22,31 @@ class Point:
     def to_dict(self) -> dict:
         return {"measurement": self.measurement, "tags": self.tags, "fields": self.fields,
                 "time": self.time_ns}
+
+
+@dataclass(slots=True)
+class PointBlock:
+    """Points of one series (same measurement and tags) as columns: float fields, a point
+    leaving out its non-finite ones, plus ``step``; built without a Point per row."""
+
+    measurement: str
+    tags: dict[str, str]
+    names: list[str]
+    columns: list[list[float]]
+    steps: list[int]
+    times_ns: list[int]
+
+    def __len__(self) -> int:
+        return len(self.times_ns)
+
+    def points(self) -> list[Point]:
+        pts = []
+        for i, t in enumerate(self.times_ns):
+            fields = {n: c[i] for n, c in zip(self.names, self.columns, strict=True)
+                      if isfinite(c[i])}
+            fields["step"] = self.steps[i]
+            pts.append(Point(self.measurement, self.tags, fields, t))
+        return pts
 
 
 def alert_id(run: str, metric: str, rank: str, detector: str, step: int) -> str:

@@ -137,3 +137,50 @@ def simulate_serve(sim: SimRun = SERVE_RUN, t0: float | None = None, dt: float =
             "completion_tokens": float(completion), "request_bytes": 4.0 * prompt,
             "response_bytes": 4.0 * completion,
         }
+
+
+class RunMix:
+    """A compressed day of training runs: ``concurrent`` runs at a time, each ``min_steps``
+    to ``max_steps`` long; when one ends (with its ``end`` event) a new one starts. Each
+    event carries loss, accuracy, grad_norm and lr; one loss spike per run."""
+
+    def __init__(self, concurrent: int, min_steps: int, max_steps: int, seed: int = 0,
+                 prefix: str = "soak"):
+        self.rng = np.random.default_rng(seed)
+        self.min_steps, self.max_steps, self.prefix = min_steps, max_steps, prefix
+        self.started = 0
+        self.ended = 0
+        self.live = [self._new() for _ in range(concurrent)]
+
+    def _new(self) -> dict:
+        n = int(self.rng.integers(self.min_steps, self.max_steps + 1))
+        self.started += 1
+        return {"run": f"{self.prefix}-{self.started:06d}", "steps": n, "step": 0,
+                "spike": int(self.rng.integers(n // 2, n)), "floor": 0.1 + 0.1 * self.rng.random()}
+
+    def batch(self, i: int, size: int, t0: float) -> tuple[str, list[dict], bool]:
+        """The next ``size`` events of live run ``i`` (dicts without ``run``); True when the
+        run ended with this batch (a new one took its place)."""
+        r = self.live[i]
+        s0 = r["step"] + 1
+        s1 = min(r["steps"], s0 + size - 1)
+        steps = np.arange(s0, s1 + 1)
+        noise = self.rng.standard_normal((3, len(steps)))
+        loss = (r["floor"] + 2.0 * np.exp(-steps / 300.0)) * (1 + 0.05 * noise[0])
+        loss[steps == r["spike"]] *= 12
+        acc = np.clip(1 - loss / 2.5 + 0.02 * noise[1], 0, 1)
+        grad = np.exp(-steps / 500.0) + 0.05 * np.abs(noise[2])
+        lr = 0.05 * 0.5 * (1 + np.cos(np.pi * steps / r["steps"]))
+        ts = t0 + steps * 1.0  # one step a second: a day is 86,400 steps
+        evs = [{"step": s, "ts": t, "kind": "train",
+                "metrics": {"loss": a, "accuracy": b, "grad_norm": c, "lr": d}}
+               for s, t, a, b, c, d in zip(steps.tolist(), ts.tolist(), loss.tolist(),
+                                           acc.tolist(), grad.tolist(), lr.tolist(),
+                                           strict=True)]
+        r["step"] = s1
+        ended = s1 >= r["steps"]
+        if ended:
+            evs.append({"step": s1, "ts": t0 + s1 + 0.5, "kind": "end", "metrics": {}})
+            self.ended += 1
+            self.live[i] = self._new()
+        return r["run"], evs, ended

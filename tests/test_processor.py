@@ -19,11 +19,11 @@ def process(proc, run, events, sizes):
     for b in sizes:
         out = proc.process(state, events[i:i + b])
         state = json.loads(json.dumps(state))  # what the Faust table stores
-        points += out.points
+        points += out.all_points()
         alerts += out.alerts
         i += b
     out = proc.flush(state)
-    return points + out.points, alerts + out.alerts
+    return points + out.all_points(), alerts + out.alerts
 
 
 @pytest.mark.parametrize("sim", DEMO_RUNS[1:], ids=lambda s: s.fault)
@@ -104,3 +104,18 @@ def test_a_run_has_bounded_series_and_the_rest_is_dead_lettered_with_a_reason():
     assert "TELLTALE_MAX_SERIES_PER_RUN" in r.reason and r.to_dict()["raw"]
     out = proc.process(state, [Event("wide", 9, 9.0, "train", {"m1_0": 2.0})])
     assert not out.rejected  # known series go on
+
+
+def test_score_blocks_give_the_same_lines_as_their_points():
+    """The worker renders score blocks straight to line protocol; the embedded store expands
+    them to points: both must say the same, non-finite scores left out."""
+    from telltale.sinks.influx import block_lines, to_line
+
+    proc = RunProcessor(Config())
+    sim = DEMO_RUNS[2]  # goes NaN: rows with some scores missing
+    state = proc.new_state(sim.run)
+    out = proc.process(state, demo_events(sim))
+    assert out.blocks and any(len(p.fields) < len(b.names) + 1 for b in out.blocks
+                              for p in b.points())
+    for b in out.blocks:
+        assert block_lines(b) == [to_line(p) for p in b.points()]

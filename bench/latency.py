@@ -1,0 +1,164 @@
+"""End-to-end alert latency: from ``log()`` to the alert record on the alert topic.
+
+    eval "$(bash scripts/services.sh start)"
+    .venv/bin/python bench/latency.py                    # 10k events/s for 60 s
+    .venv/bin/python bench/latency.py --rate 5000 --seconds 30
+
+Paced trainers (Telltale's Monitor + KafkaTransport, ``--runs`` runs sharing the rate)
+log 4 metrics per step; after a warm-up, each run gets a loss spike (12×) every
+``--spike-every`` steps. A `telltale worker` (default detectors, InfluxDB sink) processes
+the stream; a consumer on the alert topic records when each ``firing`` record arrives.
+Latency = arrival time - the time ``log()`` was called for the spiking step. Prints p50 /
+p99 / max (target p99 <= 500 ms) and the achieved input rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workload import Worker, bench_config, drop_database, load  # noqa: E402
+
+from telltale.producers import KafkaTransport, Monitor  # noqa: E402
+from telltale.streams.topics import ensure_topics  # noqa: E402
+
+TARGET_P99_MS = 500.0
+
+
+class AlertTail(threading.Thread):
+    """(arrival time, record) of every record on the alert topic."""
+
+    def __init__(self, cfg):
+        super().__init__(daemon=True)
+        from kafka import KafkaConsumer
+
+        self.records: list[tuple[float, dict]] = []
+        self.stop_ev = threading.Event()
+        self.consumer = KafkaConsumer(cfg.alerts_topic, bootstrap_servers=cfg.kafka,
+                                      auto_offset_reset="earliest", fetch_max_wait_ms=5,
+                                      consumer_timeout_ms=100)
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            for msg in self.consumer:
+                self.records.append((time.time(), json.loads(msg.value)))
+
+    def close(self):
+        self.stop_ev.set()
+        self.join(5)
+        self.consumer.close()
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=10_000, help="events/s in total (10k)")
+    ap.add_argument("--seconds", type=float, default=60, help="measured seconds (60)")
+    ap.add_argument("--warmup", type=float, default=10, help="seconds before spikes (10)")
+    ap.add_argument("--runs", type=int, default=20, help="trainers sharing the rate (20)")
+    ap.add_argument("--spike-every", type=int, default=2500,
+                    help="steps between loss spikes of a run (2500)")
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="telltale-latency-"))
+    cfg = bench_config("lat", 4, tmp)
+    ensure_topics(cfg)
+    print(f"latency bench: {args.rate:,.0f} events/s over {args.runs} runs for "
+          f"{args.warmup:.0f}+{args.seconds:.0f} s; {load()}")
+    w = Worker(cfg, "w0")
+    deadline = time.monotonic() + 90
+    while not w.status().get("assigned"):
+        w.check()
+        if time.monotonic() > deadline:
+            sys.exit("worker not ready after 90 s")
+        time.sleep(0.2)
+    tail = AlertTail(cfg)
+    tail.start()
+    transport = KafkaTransport(cfg.kafka, cfg.metrics_topic)
+    mons = [Monitor(f"lat-{r:02d}", transport) for r in range(args.runs)]
+    rng = random.Random(0)
+    spikes: dict[tuple[str, int], float] = {}  # (run, step) -> time log() was called
+    tick = 0.01
+    per_tick = args.rate * tick / args.runs
+    owed = 0.0
+    step = 0
+    offsets = [rng.randrange(args.spike_every) for _ in mons]
+    t_start = time.perf_counter()
+    t_end = t_start + args.warmup + args.seconds
+    sent = 0
+    next_tick = t_start
+    while True:
+        now = time.perf_counter()
+        if now >= t_end:
+            break
+        owed += per_tick
+        n = int(owed)
+        owed -= n
+        warm = now - t_start >= args.warmup
+        for _ in range(n):
+            step += 1
+            for r, mon in enumerate(mons):
+                loss = 1.0 + 0.05 * rng.gauss(0, 1)
+                spike = warm and (step + offsets[r]) % args.spike_every == 0
+                if spike:
+                    loss *= 12
+                t = time.time()
+                mon.log({"loss": loss, "accuracy": 0.5 + 0.01 * rng.gauss(0, 1),
+                         "grad_norm": 1.0 + 0.05 * abs(rng.gauss(0, 1)), "lr": 0.01},
+                        step=step, ts=t)
+                if spike:
+                    spikes[(mon.run, step)] = t
+                sent += 1
+        next_tick += tick
+        delay = next_tick - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    elapsed = time.perf_counter() - t_start
+    for mon in mons:
+        mon.flush(60)
+    # alerts of the last spikes: give the pipeline a moment
+    wait_until = time.monotonic() + 15
+    while time.monotonic() < wait_until:
+        got = {(a["run"], a["step"]) for _, a in tail.records if a.get("state") == "firing"}
+        if all(k in got for k in spikes):
+            break
+        time.sleep(0.2)
+    tail.close()
+    for mon in mons:
+        mon.close()
+    st = w.status()
+    w.stop()
+    lat = []
+    for arrival, a in tail.records:
+        k = (a.get("run"), a.get("step"))
+        if a.get("state") == "firing" and k in spikes and a.get("metric") == "loss":
+            lat.append((arrival - spikes.pop(k)) * 1000)
+    print(f"sent {sent:,} events in {elapsed:.1f} s = {sent / elapsed:,.0f} events/s "
+          f"(worker processed {sum(st.get('runs', {}).values()):,}); "
+          f"{len(tail.records)} alert records")
+    if not lat:
+        print("no spike alert arrived: check the worker log in", w.log_path)
+        return 1
+    p50, p99 = pct(lat, 50), pct(lat, 99)
+    print(f"alert latency log() -> alert topic over {len(lat)} spikes "
+          f"({len(spikes)} spikes without a matching alert): p50 {p50:.0f} ms, "
+          f"p99 {p99:.0f} ms, max {max(lat):.0f} ms (target p99 <= {TARGET_P99_MS:.0f} ms); "
+          f"{load()}")
+    drop_database(cfg)
+    return 0 if p99 <= TARGET_P99_MS else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
