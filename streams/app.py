@@ -41,6 +41,7 @@ CHECKPOINT_INTERVAL = 0.25  # seconds between checkpoints
 CHECKPOINT_MESSAGES = 500  # or sooner, after this many messages
 CHECKPOINT_POINTS = 20_000  # or this many points
 IDLE_EVICT_S = 120.0  # runs idle this long leave the memory cache (the table keeps them)
+MARKER_TTL_S = 600.0  # how long an ended run's marker stays in the table
 STATUS_RUNS = 10_000  # worker-status.json counts events of this many most recent runs
 
 
@@ -63,7 +64,8 @@ class Checkpointer:
         self.committing = 0  # points in commits not finished yet
         self.last = time.monotonic()
         self.counts = {"checkpoints": 0, "messages": 0, "skipped": 0, "evicted": 0}
-        self.new_runs = 0  # runs started since the last checkpoint (not in the table yet)
+        self.new_runs = 0  # runs started whose state is not in the table yet
+        self.unsnapped_new = 0  # of those, started since the last snapshot
         self.expected: dict[int, int] = {}  # partition -> next offset to process
         self.rewind = False  # read again from the committed offsets (see tail_check)
         self.progress: dict[int, float] = {}  # partition -> when it last moved
@@ -76,7 +78,8 @@ class Checkpointer:
             state = json.loads(saved) if saved else new_state(run)
             if state.get("ended_marker"):  # the run ended; its offsets still skip replays
                 state = {**new_state(run), "offsets": state.get("offsets", {})}
-            self.new_runs += saved is None
+            self.new_runs += saved is None  # until its state is in the table
+            self.unsnapped_new += saved is None
             ent = self.cache[run] = {"state": state, "dirty": False, "ver": 0,
                                      "partition": partition}
         ent["seen"] = time.monotonic()
@@ -122,15 +125,17 @@ class Checkpointer:
             if ent["dirty"]:
                 st = ent["state"]
                 if st.get("ended"):  # release the state, keep a small marker for replays
-                    marker = {"run": run, "ended_marker": True, "offsets": st.get("offsets", {})}
+                    marker = {"run": run, "ended_marker": True, "ended_at": time.time(),
+                              "offsets": st.get("offsets", {})}
                     states.append((run, ent["ver"], dumps(marker), True))
                 else:
                     states.append((run, ent["ver"], dumps(st), False))
             elif now - ent["seen"] > IDLE_EVICT_S:
                 del self.cache[run]
                 self.counts["evicted"] += 1
-        self.new_runs = 0
         events, self.unacked = self.unacked, []
+        states.append(self.unsnapped_new)  # new runs this snapshot puts in the table
+        self.unsnapped_new = 0
         return sends, lines, states, events
 
     async def _commit(self, prev, sends, lines, states, events) -> None:
@@ -144,7 +149,7 @@ class Checkpointer:
             log.exception("checkpoint failed; its input is processed again later")
             self.unacked[:0] = events
             self.buffer.lines[:0] = lines
-            for run, *_ in states:
+            for run, *_ in states[:-1]:
                 if run in self.cache:
                     self.cache[run]["dirty"] = True
         finally:
@@ -161,13 +166,15 @@ class Checkpointer:
                 self.unacked[:0] = events  # the lines went back into the buffer
                 return  # states stay dirty: written with a later checkpoint
             lines.clear()  # durable now
-        for run, ver, blob, ended in states:  # 3. changed states go to the changelog
+        new = states[-1]
+        for run, ver, blob, ended in states[:-1]:  # 3. changed states go to the changelog
             self.table[run.encode()] = blob.encode()
             ent = self.cache.get(run)
             if ent is not None and ent["ver"] == ver:  # unchanged since the snapshot
                 ent["dirty"] = False
                 if ended:
                     del self.cache[run]
+        self.new_runs = max(0, self.new_runs - new)
         for ev in events:  # 4. the input is done: Faust may commit its offsets
             ev.ack()
         self.counts["checkpoints"] += 1
@@ -349,6 +356,15 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                     if tp.partition not in ck.expected and committed.get(tp) is not None:
                         ck.expected[tp.partition] = committed[tp]
 
+    @app.timer(60.0)
+    async def expire_markers():
+        """Ended runs' markers only need to outlive the commit of their last offsets."""
+        old = time.time() - MARKER_TTL_S
+        for k, v in list(run_state.items()):
+            if len(v) < 4096 and b'"ended_marker":true' in v \
+                    and json.loads(v).get("ended_at", 0) < old:
+                run_state.pop(k, None)
+
     @app.timer(0.5)
     async def write_status():
         """Assigned partitions, runs seen and checkpoint counters in DATA_DIR/worker-status.json."""
@@ -356,7 +372,9 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                           if tp.topic == cfg.metrics_topic)
         path = os.path.join(cfg.data_dir, "worker-status.json")
         doc = {"pid": os.getpid(), "assigned": assigned, "runs": seen_runs,
-               "cached_runs": len(ck.cache), "table_runs": len(run_state), **ck.counts,
+               "cached_runs": len(ck.cache),
+               "table_runs": sum(b'"ended_marker":true' not in v[:200]
+                                 for v in run_state.values()), **ck.counts,
                "influx": {"written": buffer.written, "spilled": buffer.spilled,
                           "pending": len(buffer) + ck.committing,
                           "spill_files": len(buffer.spill_files()),
