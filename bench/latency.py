@@ -78,12 +78,7 @@ def main(argv=None) -> int:
     print(f"latency bench: {args.rate:,.0f} events/s over {args.runs} runs for "
           f"{args.warmup:.0f}+{args.seconds:.0f} s; {load()}")
     w = Worker(cfg, "w0")
-    deadline = time.monotonic() + 90
-    while not w.status().get("assigned"):
-        w.check()
-        if time.monotonic() > deadline:
-            sys.exit("worker not ready after 90 s")
-        time.sleep(0.2)
+    w.wait_ready()
     tail = AlertTail(cfg)
     tail.start()
     transport = KafkaTransport(cfg.kafka, cfg.metrics_topic)

@@ -60,12 +60,7 @@ def main(argv=None) -> int:
           f"(~{args.events / args.rate / 60:.0f} min), {args.concurrent} live runs of "
           f"{args.min_steps}-{args.max_steps} steps; {load()}")
     w = Worker(cfg, "w0")
-    deadline = time.monotonic() + 90
-    while not w.status().get("assigned"):
-        w.check()
-        if time.monotonic() > deadline:
-            sys.exit("worker not ready after 90 s")
-        time.sleep(0.2)
+    w.wait_ready()
 
     mix = RunMix(args.concurrent, args.min_steps, args.max_steps)
     result: dict = {}

@@ -168,6 +168,15 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait()
 
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until the worker holds partitions; exits the bench if it dies or never does."""
+        deadline = time.monotonic() + timeout
+        while not self.status().get("assigned"):
+            self.check()
+            if time.monotonic() > deadline:
+                sys.exit(f"worker not ready after {timeout:.0f} s")
+            time.sleep(0.2)
+
     def check(self) -> None:
         if self.proc.poll() is not None:
             sys.exit(f"worker exited with {self.proc.returncode}:\n"

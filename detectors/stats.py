@@ -11,15 +11,26 @@ from telltale.detectors.base import Detector, Finding
 _MAD_TO_STD = 1.4826  # MAD of a normal distribution × this = its std
 
 
-def _hit(z: float, threshold: float, direction: str) -> bool:
-    if direction == "up":
-        return z >= threshold
-    if direction == "down":
-        return z <= -threshold
-    return abs(z) >= threshold
+class _ZDetector(Detector):
+    """Shared by the z detectors: threshold by direction, a cooldown in steps."""
+
+    def __init__(self, min_periods: int, threshold: float, direction: str,
+                 rel_floor: float, cooldown: int, severity: str):
+        self.min_periods, self.threshold = min_periods, threshold
+        self.direction, self.rel_floor, self.cooldown = direction, rel_floor, cooldown
+        self.severity = severity
+
+    def fires(self, z: float, step: int, last: int | None) -> bool:
+        if self.direction == "up":
+            hit = z >= self.threshold
+        elif self.direction == "down":
+            hit = z <= -self.threshold
+        else:
+            hit = abs(z) >= self.threshold
+        return hit and (last is None or step - last > self.cooldown)
 
 
-class RobustZ(Detector):
+class RobustZ(_ZDetector):
     """z = (x - median) / (1.4826 · MAD) over the previous ``window`` finite values.
 
     Outliers in the window move neither statistic, so one spike does not hide the next.
@@ -30,9 +41,8 @@ class RobustZ(Detector):
     def __init__(self, window: int = 200, min_periods: int = 30, threshold: float = 8.0,
                  direction: str = "both", rel_floor: float = 1e-3, cooldown: int = 50,
                  severity: str = "warning"):
-        self.window, self.min_periods, self.threshold = window, min_periods, threshold
-        self.direction, self.rel_floor, self.cooldown = direction, rel_floor, cooldown
-        self.severity = severity
+        super().__init__(min_periods, threshold, direction, rel_floor, cooldown, severity)
+        self.window = window
 
     def new_state(self) -> dict:
         return {"buf": [], "last_alert": None}
@@ -52,8 +62,7 @@ class RobustZ(Detector):
                 z = (x - med) / scale
                 scores[i] = z
                 step = int(steps[i])
-                if _hit(z, self.threshold, self.direction) and (
-                        last is None or step - last > self.cooldown):
+                if self.fires(z, step, last):
                     last = step
                     findings.append(Finding(
                         i, self.name, self.severity, z,
@@ -67,7 +76,7 @@ class RobustZ(Detector):
         return scores, findings
 
 
-class EWMAZ(Detector):
+class EWMAZ(_ZDetector):
     """z of each value against an exponentially weighted mean and variance (``alpha``)."""
 
     name = "ewma"
@@ -75,9 +84,8 @@ class EWMAZ(Detector):
     def __init__(self, alpha: float = 0.05, min_periods: int = 30, threshold: float = 6.0,
                  direction: str = "both", rel_floor: float = 1e-3, cooldown: int = 50,
                  severity: str = "warning"):
-        self.alpha, self.min_periods, self.threshold = alpha, min_periods, threshold
-        self.direction, self.rel_floor, self.cooldown = direction, rel_floor, cooldown
-        self.severity = severity
+        super().__init__(min_periods, threshold, direction, rel_floor, cooldown, severity)
+        self.alpha = alpha
 
     def new_state(self) -> dict:
         return {"mean": None, "var": 0.0, "n": 0, "last_alert": None}
@@ -98,8 +106,7 @@ class EWMAZ(Detector):
             if n >= self.min_periods:
                 scores[i] = z
                 step = int(steps[i])
-                if _hit(z, self.threshold, self.direction) and (
-                        last is None or step - last > self.cooldown):
+                if self.fires(z, step, last):
                     last = step
                     findings.append(Finding(
                         i, self.name, self.severity, z,
