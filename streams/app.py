@@ -66,6 +66,7 @@ class Checkpointer:
         self.counts = {"checkpoints": 0, "messages": 0, "skipped": 0, "evicted": 0}
         self.new_runs = 0  # runs started whose state is not in the table yet
         self.unsnapped_new = 0  # of those, started since the last snapshot
+        self.markers = 0  # ended runs' markers in the table (recounted by expire_markers)
         self.expected: dict[int, int] = {}  # partition -> next offset to process
         self.rewind = False  # read again from the committed offsets (see tail_check)
         self.progress: dict[int, float] = {}  # partition -> when it last moved
@@ -168,7 +169,10 @@ class Checkpointer:
             lines.clear()  # durable now
         new = states[-1]
         for run, ver, blob, ended in states[:-1]:  # 3. changed states go to the changelog
-            self.table[run.encode()] = blob.encode()
+            key = run.encode()
+            if ended and not _is_marker(self.table.get(key)):
+                self.markers += 1
+            self.table[key] = blob.encode()
             ent = self.cache.get(run)
             if ent is not None and ent["ver"] == ver:  # unchanged since the snapshot
                 ent["dirty"] = False
@@ -185,6 +189,11 @@ class Checkpointer:
             del self.cache[run]
         for p in partitions:
             self.expected.pop(p, None)
+
+
+def _is_marker(blob: bytes | None) -> bool:
+    """An ended run's small marker (not a run state)."""
+    return blob is not None and len(blob) < 4096 and b'"ended_marker":true' in blob
 
 
 def build_app(cfg: Config, ui: bool = False) -> faust.App:
@@ -360,10 +369,14 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
     async def expire_markers():
         """Ended runs' markers only need to outlive the commit of their last offsets."""
         old = time.time() - MARKER_TTL_S
+        markers = 0
         for k, v in list(run_state.items()):
-            if len(v) < 4096 and b'"ended_marker":true' in v \
-                    and json.loads(v).get("ended_at", 0) < old:
-                run_state.pop(k, None)
+            if _is_marker(v):
+                if json.loads(v).get("ended_at", 0) < old:
+                    run_state.pop(k, None)
+                else:
+                    markers += 1
+        ck.markers = markers
 
     @app.timer(0.5)
     async def write_status():
@@ -373,8 +386,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         path = os.path.join(cfg.data_dir, "worker-status.json")
         doc = {"pid": os.getpid(), "assigned": assigned, "runs": seen_runs,
                "cached_runs": len(ck.cache),
-               "table_runs": sum(b'"ended_marker":true' not in v[:200]
-                                 for v in run_state.values()), **ck.counts,
+               "table_runs": len(run_state) - ck.markers, **ck.counts,
                "influx": {"written": buffer.written, "spilled": buffer.spilled,
                           "pending": len(buffer) + ck.committing,
                           "spill_files": len(buffer.spill_files()),
