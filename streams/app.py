@@ -187,6 +187,7 @@ class Checkpointer:
         """Partitions went to another worker: drop what this one cached for them."""
         for run in [r for r, e in self.cache.items() if e["partition"] in partitions]:
             del self.cache[run]
+        self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
         for p in partitions:
             self.expected.pop(p, None)
 
@@ -244,6 +245,8 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
             async with ck.lock:
                 msg = event.message
                 exp = ck.expected.get(msg.partition)
+                if exp is None:  # first message since the assignment
+                    exp = ck.expected[msg.partition] = await start_offset(msg.tp)
                 if exp is not None and msg.offset > exp:
                     # a message before this one never reached the agent (dropped from the
                     # fetch buffers in a rebalance): read again from it; ack nothing past it
@@ -261,6 +264,15 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                 ck.unacked.append(event)  # (a message seen again is acked, not processed)
             if ck.due():
                 await ck.checkpoint()
+
+    async def start_offset(tp) -> int:
+        """Where a newly assigned partition starts: its committed offset (Faust seeks
+        there when the recovery ends), else the start of its log (auto_offset_reset is
+        earliest). Messages the fetcher skipped in a rebalance show up as a gap."""
+        committed = app.consumer._committed_offset.get(tp)
+        if committed is not None:
+            return committed
+        return (await app.consumer.earliest_offsets(tp)).get(tp) or 0
 
     async def handle(event) -> None:
         key, value = event.key, event.value
@@ -312,58 +324,64 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         """Messages dropped from the fetch buffers in a rebalance never reach the agent: a
         later message shows the gap (the agent sets ``ck.rewind``), or, for a partition's
         last messages, its log ends past what was processed while nothing arrives. Then the
-        consumer is paused and reads again from the committed offsets (what the run states
-        already hold is acked without being processed twice)."""
+        consumer is paused and those partitions read again from the first offset not
+        processed. Never during table recovery: the consumer belongs to it then, and Faust
+        seeks every partition to its committed offset when it ends."""
+        consumer = app.consumer
+        if app.in_recovery or not app.tables.recovery.completed.is_set():
+            ck.rewind = False
+            return
         now = time.monotonic()
-        for tp in app.consumer.assignment():
-            if tp.topic != cfg.metrics_topic:
+        active = consumer._get_active_partitions()
+        for tp in consumer.assignment():
+            if tp.topic != cfg.metrics_topic or tp not in active:
                 continue
+            if tp.partition not in ck.expected:  # nothing arrived since the assignment:
+                async with ck.lock:  # perhaps its fetched messages were all dropped
+                    if tp.partition not in ck.expected:
+                        ck.expected[tp.partition] = await start_offset(tp)
+                        ck.progress[tp.partition] = now
             exp = ck.expected.get(tp.partition)
-            hw = app.consumer.highwater(tp)
+            hw = consumer.highwater(tp)
             if exp is not None and hw is not None and hw > exp \
                     and now - ck.progress.get(tp.partition, 0.0) > 3.0:
                 log.warning("partition %d: log ends at %d, processed up to %d; reading "
-                            "again from the committed offset", tp.partition, hw, exp)
+                            "again from there", tp.partition, hw, exp)
                 ck.progress[tp.partition] = now
                 ck.rewind = True
-        if ck.rewind:
-            ck.counts["refetches"] += 1
-            consumer = app.consumer
-            consumer.stop_flow()
-            try:
-                await asyncio.wait_for(consumer.wait_for_stopped_flow(), 10.0)
-                await consumer.perform_seek()
-            except Exception:  # next time; the data stays in Kafka
-                log.exception("could not read the partitions again")
-            finally:
-                ck.rewind = False
-                consumer.resume_flow()
+        if not ck.rewind:
+            return
+        ck.counts["refetches"] += 1
+        consumer.stop_flow()
+        try:
+            await asyncio.wait_for(consumer.wait_for_stopped_flow(), 10.0)
+            for tp in consumer.assignment():
+                exp = ck.expected.get(tp.partition)
+                if tp.topic == cfg.metrics_topic and exp is not None:
+                    await consumer.seek(tp, exp)
+        except Exception:  # next time; the data stays in Kafka
+            log.exception("could not read the partitions again")
+        finally:
+            ck.rewind = False
+            consumer.resume_flow()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs) -> None:
         await ck.wait_commit()  # the commit in flight finishes while this worker owns them
-        async with ck.lock:  # everything acked so far is checkpointed; the rest is replayed
+        async with ck.lock:
+            # what was processed since the last snapshot is dropped with the cached states
+            # (not acked): the next owner reads it again from the committed offset
             ck.forget({tp.partition for tp in revoked if tp.topic == cfg.metrics_topic})
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs) -> None:
-        # Messages fetched before the rebalance and dropped from the stream buffers were
-        # never processed: read everything after the committed offsets again (the run
-        # states' offsets skip what was already applied).
-        mine = [tp for tp in assigned if tp.topic == cfg.metrics_topic]
+        # a partition's expected offset is set by its first message after the recovery
+        # (see the agent); one this worker no longer holds is forgotten
+        kept = {tp.partition for tp in assigned if tp.topic == cfg.metrics_topic}
         async with ck.lock:
-            kept = {tp.partition for tp in mine}
             for p in list(ck.expected):
                 if p not in kept:
                     del ck.expected[p]
-            if mine:
-                await app.consumer.perform_seek()
-                committed = app.consumer._committed_offset  # what perform_seek read
-                for tp in mine:
-                    # a partition this worker kept: it processed everything before its
-                    # expected offset (cached states hold it); a new one starts at the commit
-                    if tp.partition not in ck.expected and committed.get(tp) is not None:
-                        ck.expected[tp.partition] = committed[tp]
 
     @app.timer(60.0)
     async def expire_markers():

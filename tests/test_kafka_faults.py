@@ -162,11 +162,6 @@ def test_kill_9_mid_stream_then_restart_resumes_from_the_changelog(kafka_config,
     check_against_reference(cfg, msgs, alerts.values())
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, issue 8 open: with input acked at checkpoints, faust-streaming 0.15.3 drops "
-    "messages from its fetch buffers in a rebalance; the worker reads gaps again "
-    "(tail_check), but about 1 run in 3 still misses messages after the second worker "
-    "leaves"))
 def test_a_second_worker_joins_then_leaves(kafka_config, start_worker):
     cfg = kafka_config
     msgs = batches(time.time() - 3600)
@@ -180,8 +175,9 @@ def test_a_second_worker_joins_then_leaves(kafka_config, start_worker):
     wait_for(lambda: sorted(a.status()["assigned"] + b.status()["assigned"]) == [0, 1, 2, 3],
              timeout=60, what="the two workers to split the partitions")
     publish(cfg, msgs[third:2 * third])
-    time.sleep(0.5)
-    b.stop()  # leaves: its partitions go back to a
+    wait_for(lambda: b.status().get("messages", 0) > 0, timeout=30,
+             what="the second worker to process messages")
+    b.stop()  # leaves mid-stream: its partitions go back to a
     publish(cfg, msgs[2 * third:])
     try:
         wait_all_in_influx(cfg, msgs, timeout=45)
