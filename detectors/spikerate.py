@@ -7,6 +7,7 @@ pattern (data-loader stalls).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
 
 import numpy as np
 
@@ -29,14 +30,17 @@ class SpikeRate(Detector):
 
     def update(self, state, steps, values):
         buf, spikes = state["buf"], state["spikes"]
+        srt = sorted(buf)  # the reference kept sorted for the medians (derived, not state)
         quiet = state["quiet_until"]
         scores = np.full(len(values), np.nan)
         findings = []
         for i, (s, x) in enumerate(zip(steps.tolist(), values.tolist(), strict=True)):
             if not (x > 0 and math.isfinite(x)):
                 continue
-            if len(buf) >= self.min_reference:
-                med = float(np.median(buf))
+            n = len(srt)
+            if n >= self.min_reference:
+                h = n // 2
+                med = srt[h] if n % 2 else (srt[h - 1] + srt[h]) / 2
                 scores[i] = x / med
                 if x > self.factor * med:
                     spikes.append(s)
@@ -51,7 +55,8 @@ class SpikeRate(Detector):
                             f"repeated stalls", {"median": med, "spike_steps": list(spikes)}))
                     continue  # spikes stay out of the reference
             buf.append(x)
+            insort(srt, x)
             if len(buf) > self.reference:
-                del buf[0]
+                del srt[bisect_left(srt, buf.pop(0))]
         state["quiet_until"] = quiet
         return scores, findings

@@ -119,17 +119,19 @@ class WindowStats:
             order = np.lexsort((idx, starts))
             starts, idx = starts[order], idx[order]
             uniq, first = np.unique(starts, return_index=True)
-            bounds = np.append(first, len(starts))
-            for k, w in enumerate(uniq):
-                sel = idx[bounds[k]:bounds[k + 1]]
-                x = v[sel]
-                n = len(x)
-                mu = float(x.mean())
-                m2 = float(((x - mu) ** 2).sum())
-                key = repr(float(w))
-                acc = opened.setdefault(key, [0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0])
-                _merge(acc, n, mu, m2, float(x.min()), float(x.max()),
-                       int(s[sel[0]]), int(s[sel[-1]]), float(t[sel[0]]), float(t[sel[-1]]))
+            # one pass of numpy per batch: the values grouped by window, reduced per group
+            xs = v[idx]
+            cnt = np.diff(np.append(first, len(starts)))
+            mu = np.add.reduceat(xs, first) / cnt
+            d = xs - np.repeat(mu, cnt)
+            m2 = np.add.reduceat(d * d, first)
+            lo, hi = np.minimum.reduceat(xs, first), np.maximum.reduceat(xs, first)
+            i0, i1 = idx[first], idx[first + cnt - 1]
+            for row in zip(uniq.tolist(), cnt.tolist(), mu.tolist(), m2.tolist(), lo.tolist(),
+                           hi.tolist(), s[i0].tolist(), s[i1].tolist(), t[i0].tolist(),
+                           t[i1].tolist(), strict=True):
+                acc = opened.setdefault(repr(row[0]), [0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0])
+                _merge(acc, *row[1:])
         if len(pos):
             last = float(np.nanmax(pos))
             state["pos"] = last if state["pos"] is None else max(state["pos"], last)

@@ -10,6 +10,7 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
+from math import isfinite
 
 from telltale.config import Config
 from telltale.records import Point, PointBlock
@@ -60,9 +61,13 @@ def block_lines(b: PointBlock) -> list[str]:
     """Line protocol for a block of points, the same lines as ``to_line`` of its points."""
     prefix = _prefix(b.measurement, b.tags)
     keys = [_esc_key(n) for n in b.names]
+    full = prefix + "".join(f"{k}=%r," for k in keys) + "step=%di %d"  # no value left out
     out = []
     for vals, step, t in zip(zip(*b.columns, strict=True), b.steps, b.times_ns, strict=True):
-        parts = [f"{k}={v!r}" for k, v in zip(keys, vals, strict=True) if v - v == 0]
+        if all(map(isfinite, vals)):
+            out.append(full % (*vals, step, t))
+            continue
+        parts = [f"{k}={v!r}" for k, v in zip(keys, vals, strict=True) if isfinite(v)]
         parts.append(f"step={step}i")
         out.append(f"{prefix}{','.join(parts)} {t}")
     return out

@@ -43,7 +43,7 @@ class Output:
     points: list[Point] = field(default_factory=list)
     alerts: list[dict] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)  # for the dead-letter topic
-    blocks: list[PointBlock] = field(default_factory=list)  # scores, as columns
+    blocks: list[PointBlock] = field(default_factory=list)  # raw values, scores: columns
 
     def extend(self, other: Output) -> None:
         self.points.extend(other.points)
@@ -117,19 +117,17 @@ class RunProcessor:
         # (metric, rank) -> (steps, ts, values, kind, seqs, series key)
         groups: dict[tuple, tuple[list, list, list, str, list, str]] = {}
         pts = out.points
+        # raw values as columns, one block per (kind, rank, tags, metric names); an event
+        # with a non-finite value is a Point of its own that counts them
+        mblocks: dict[tuple, PointBlock] = {}
         for seq, ev in enumerate(events):
-            rank, step, ts = ev.rank, ev.step, ev.ts
-            tags = {"run": run, "kind": ev.kind, "rank": rank}
+            rank, step, ts, metrics = ev.rank, ev.step, ev.ts, ev.metrics
+            extra = ()
             if ev.tags:
-                for t in EXTRA_TAGS:
-                    if t in ev.tags:
-                        tags[t] = ev.tags[t]
-            fields: dict = {}
+                extra = tuple((t, ev.tags[t]) for t in EXTRA_TAGS if t in ev.tags)
             bad = 0
-            for name, v in ev.metrics.items():
-                if isfinite(v):
-                    fields[name] = v
-                else:
+            for name, v in metrics.items():
+                if not isfinite(v):
                     bad += 1
                 g = groups.get((name, rank))
                 if g is None:
@@ -138,10 +136,25 @@ class RunProcessor:
                 g[1].append(ts)
                 g[2].append(v)
                 g[4].append(seq)
-            fields["step"] = step
             if bad:
+                fields = {k: v for k, v in metrics.items() if isfinite(v)}
+                fields["step"] = step
                 fields["nonfinite"] = bad
-            pts.append(Point("metrics", tags, fields, to_ns(ev.ts)))
+                pts.append(Point("metrics", {"run": run, "kind": ev.kind, "rank": rank,
+                                             **dict(extra)}, fields, to_ns(ts)))
+                continue
+            bk = (ev.kind, rank, extra, *metrics)
+            b = mblocks.get(bk)
+            if b is None:
+                b = mblocks[bk] = PointBlock(
+                    "metrics", {"run": run, "kind": ev.kind, "rank": rank, **dict(extra)},
+                    list(metrics), [], [], [])
+            b.columns.append(metrics.values())  # rows for now: transposed below
+            b.steps.append(step)
+            b.times_ns.append(to_ns(ts))
+        for b in mblocks.values():
+            b.columns = [list(c) for c in zip(*b.columns, strict=True)]
+            out.blocks.append(b)
         candidates: list[Candidate] = []
         batch: dict[str, SeriesBatch] = {}
         seen: dict[str, tuple] = {}  # series key -> (steps, ts, values, scores) of the batch

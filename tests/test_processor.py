@@ -119,3 +119,28 @@ def test_score_blocks_give_the_same_lines_as_their_points():
                               for p in b.points())
     for b in out.blocks:
         assert block_lines(b) == [to_line(p) for p in b.points()]
+
+
+def test_raw_values_are_blocks_and_a_non_finite_event_a_point_that_counts_them():
+    from telltale.sinks.influx import block_lines, to_line
+
+    proc = RunProcessor(Config())
+    state = proc.new_state("raw")
+    evs = [Event("raw", 1, 10.0, "train", {"loss": 1.0, "acc": 0.5}, {"host": "h1"}),
+           Event("raw", 2, 11.0, "train", {"loss": float("nan"), "acc": 0.6}, {"host": "h1"}),
+           Event("raw", 3, 12.0, "train", {"loss": 0.9, "acc": 0.7}, {"host": "h1"}),
+           Event("raw", 3, 12.0, "eval", {"val_loss": 1.2})]
+    out = proc.process(state, evs)
+    raw = [p for p in out.all_points() if p.measurement == "metrics"]
+    assert sorted((p.tags["kind"], p.fields["step"], p.fields) for p in raw) == sorted([
+        ("eval", 3, {"val_loss": 1.2, "step": 3}),
+        ("train", 1, {"loss": 1.0, "acc": 0.5, "step": 1}),
+        ("train", 2, {"acc": 0.6, "step": 2, "nonfinite": 1}),
+        ("train", 3, {"loss": 0.9, "acc": 0.7, "step": 3})])
+    assert all(p.tags["host"] == "h1" for p in raw if p.tags["kind"] == "train")
+    (nf,) = [p for p in out.points if p.measurement == "metrics"]
+    assert to_line(nf).endswith("acc=0.6,step=2i,nonfinite=1i 11000000000")
+    blocks = [b for b in out.blocks if b.measurement == "metrics"]
+    assert sorted(len(b) for b in blocks) == [1, 2]
+    for b in blocks:
+        assert block_lines(b) == [to_line(p) for p in b.points()]
