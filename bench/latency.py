@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workload import Worker, bench_config, drop_database, load  # noqa: E402
+from workload import Worker, bench_config, cpu_seconds, drop_database, load  # noqa: E402
 
 from telltale.producers import KafkaTransport, Monitor  # noqa: E402
 from telltale.streams.topics import ensure_topics  # noqa: E402
@@ -71,13 +71,15 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=20, help="trainers sharing the rate (20)")
     ap.add_argument("--spike-every", type=int, default=2500,
                     help="steps between loss spikes of a run (2500)")
+    ap.add_argument("--profile", metavar="PATH",
+                    help="run the worker under cProfile, stats written to PATH")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="telltale-latency-"))
     cfg = bench_config("lat", 4, tmp)
     ensure_topics(cfg)
     print(f"latency bench: {args.rate:,.0f} events/s over {args.runs} runs for "
           f"{args.warmup:.0f}+{args.seconds:.0f} s; {load()}")
-    w = Worker(cfg, "w0")
+    w = Worker(cfg, "w0", profile=args.profile)
     w.wait_ready()
     tail = AlertTail(cfg)
     tail.start()
@@ -134,6 +136,7 @@ def main(argv=None) -> int:
     for mon in mons:
         mon.close()
     st = w.status()
+    cpu_worker = cpu_seconds(w.proc.pid)
     w.stop()
     lat = []
     for arrival, a in tail.records:
@@ -142,7 +145,9 @@ def main(argv=None) -> int:
             lat.append((arrival - spikes.pop(k)) * 1000)
     print(f"sent {sent:,} events in {elapsed:.1f} s = {sent / elapsed:,.0f} events/s "
           f"(worker processed {sum(st.get('runs', {}).values()):,}); "
-          f"{len(tail.records)} alert records")
+          f"{len(tail.records)} alert records; {st.get('messages', 0):,} messages in "
+          f"{st.get('batches', 0):,} processing batches; CPU seconds: worker {cpu_worker:.1f}, "
+          f"this process (trainers) {time.process_time():.1f}")
     if not lat:
         print("no spike alert arrived: check the worker log in", w.log_path)
         return 1

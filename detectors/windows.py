@@ -87,6 +87,17 @@ def _merge(acc: list, n, mean, m2, lo, hi, s0, s1, t0, t1) -> None:
     acc[6], acc[8] = s1, t1
 
 
+def _reduce(xs, first, cnt, s, t):
+    """(count, mean, m2, min, max, first/last step, first/last ts) of consecutive groups."""
+    mu = np.add.reduceat(xs, first) / cnt
+    d = xs - np.repeat(mu, cnt)
+    m2 = np.add.reduceat(d * d, first)
+    lo, hi = np.minimum.reduceat(xs, first), np.maximum.reduceat(xs, first)
+    i0, i1 = first, first + cnt - 1
+    return zip(cnt.tolist(), mu.tolist(), m2.tolist(), lo.tolist(), hi.tolist(),
+               s[i0].tolist(), s[i1].tolist(), t[i0].tolist(), t[i1].tolist(), strict=True)
+
+
 class WindowStats:
     """Keeps the open windows of one series in a JSON-able state dict."""
 
@@ -103,39 +114,57 @@ class WindowStats:
         pos = steps.astype(float) if sp.by == "step" else ts.astype(float)
         fin = np.isfinite(values)
         opened = state["open"]
-        if fin.any():
-            p, v = pos[fin], values[fin]
-            s, t = steps[fin], ts[fin]
-            per = int(np.ceil(sp.size / sp.hop))
-            base = np.floor(p / sp.hop) * sp.hop
-            starts, idx = [], []
-            for j in range(per):
-                st = base - j * sp.hop
-                ok = p < st + sp.size
-                starts.append(st[ok])
-                idx.append(np.flatnonzero(ok))
-            starts = np.concatenate(starts)
-            idx = np.concatenate(idx)
-            order = np.lexsort((idx, starts))
-            starts, idx = starts[order], idx[order]
-            uniq, first = np.unique(starts, return_index=True)
-            # one pass of numpy per batch: the values grouped by window, reduced per group
-            xs = v[idx]
-            cnt = np.diff(np.append(first, len(starts)))
-            mu = np.add.reduceat(xs, first) / cnt
-            d = xs - np.repeat(mu, cnt)
-            m2 = np.add.reduceat(d * d, first)
-            lo, hi = np.minimum.reduceat(xs, first), np.maximum.reduceat(xs, first)
-            i0, i1 = idx[first], idx[first + cnt - 1]
-            for row in zip(uniq.tolist(), cnt.tolist(), mu.tolist(), m2.tolist(), lo.tolist(),
-                           hi.tolist(), s[i0].tolist(), s[i1].tolist(), t[i0].tolist(),
-                           t[i1].tolist(), strict=True):
-                acc = opened.setdefault(repr(row[0]), [0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0])
-                _merge(acc, *row[1:])
+        if fin.all():
+            p, v, s, t = pos, values, steps, ts
+        else:
+            p, v, s, t = pos[fin], values[fin], steps[fin], ts[fin]
+        if len(p):
+            bucket = np.floor(p / sp.hop)
+            if sp.size % sp.hop == 0 and (len(p) == 1 or (bucket[1:] >= bucket[:-1]).all()):
+                self._add_by_hop(opened, bucket, v, s, t)
+            else:
+                self._add_general(opened, p, v, s, t)
         if len(pos):
             last = float(np.nanmax(pos))
             state["pos"] = last if state["pos"] is None else max(state["pos"], last)
         return self._close(state, lambda start: start + sp.size <= state["pos"])
+
+    def _add_by_hop(self, opened: dict, bucket, v, s, t) -> None:
+        """Positions in order and windows a whole number of hops: statistics per hop, each
+        merged into the size/hop windows that contain it."""
+        hop = self.spec.hop
+        first = np.flatnonzero(bucket[1:] != bucket[:-1]) + 1
+        first = np.concatenate(([0], first))
+        cnt = np.diff(np.append(first, len(v)))
+        rows = _reduce(v, first, cnt, s, t)
+        per = int(self.spec.size // hop)
+        for start, row in zip((bucket[first] * hop).tolist(), rows, strict=True):
+            for j in range(per):
+                acc = opened.setdefault(repr(start - j * hop), [0, 0.0, 0.0, 0.0, 0.0, 0, 0,
+                                                                 0.0, 0.0])
+                _merge(acc, *row)
+
+    def _add_general(self, opened: dict, p, v, s, t) -> None:
+        sp = self.spec
+        per = int(np.ceil(sp.size / sp.hop))
+        base = np.floor(p / sp.hop) * sp.hop
+        starts, idx = [], []
+        for j in range(per):
+            st = base - j * sp.hop
+            ok = p < st + sp.size
+            starts.append(st[ok])
+            idx.append(np.flatnonzero(ok))
+        starts = np.concatenate(starts)
+        idx = np.concatenate(idx)
+        order = np.lexsort((idx, starts))
+        starts, idx = starts[order], idx[order]
+        uniq, first = np.unique(starts, return_index=True)
+        # the values grouped by window, reduced per group
+        cnt = np.diff(np.append(first, len(starts)))
+        rows = _reduce(v[idx], first, cnt, s[idx], t[idx])
+        for w, row in zip(uniq.tolist(), rows, strict=True):
+            acc = opened.setdefault(repr(w), [0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0])
+            _merge(acc, *row)
 
     def flush(self, state: dict) -> list[WindowResult]:
         """Close every open window (at the end of a run)."""

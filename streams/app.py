@@ -43,6 +43,8 @@ CHECKPOINT_POINTS = 20_000  # or this many points
 IDLE_EVICT_S = 120.0  # runs idle this long leave the memory cache (the table keeps them)
 MARKER_TTL_S = 600.0  # how long an ended run's marker stays in the table
 STATUS_RUNS = 10_000  # worker-status.json counts events of this many most recent runs
+PENDING_MESSAGES = 1000  # the most messages the agent takes before processing them
+PENDING_WAIT = 0.1  # or the longest the first of them waits
 
 
 class Checkpointer:
@@ -63,7 +65,8 @@ class Checkpointer:
         self.inflight: asyncio.Task | None = None
         self.committing = 0  # points in commits not finished yet
         self.last = time.monotonic()
-        self.counts = {"checkpoints": 0, "messages": 0, "skipped": 0, "evicted": 0}
+        self.counts = {"checkpoints": 0, "messages": 0, "batches": 0, "skipped": 0,
+                       "evicted": 0}
         self.new_runs = 0  # runs started whose state is not in the table yet
         self.unsnapped_new = 0  # of those, started since the last snapshot
         self.markers = 0  # ended runs' markers in the table (recounted by expire_markers)
@@ -239,15 +242,21 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         ck.sends.append(await deadletter_topic.send(key=key,
                                                     value=dumps(rejected.to_dict()).encode()))
 
+    pending: list = []  # (event, process it?) read by the agent, not yet processed
+    pending_since = [0.0]  # when the first of them arrived
+
     @app.agent(metrics_topic)
     async def process(stream):
+        """Messages wait up to PENDING_WAIT (or until PENDING_MESSAGES wait), then each
+        run's messages of the batch go through the processor in one call: a run sending
+        small messages costs one processor call per batch, not one per message."""
         async for event in stream.noack().events():
             async with ck.lock:
                 msg = event.message
                 exp = ck.expected.get(msg.partition)
                 if exp is None:  # first message since the assignment
                     exp = ck.expected[msg.partition] = await start_offset(msg.tp)
-                if exp is not None and msg.offset > exp:
+                if msg.offset > exp:
                     # a message before this one never reached the agent (dropped from the
                     # fetch buffers in a rebalance): read again from it; ack nothing past it
                     if not ck.rewind:
@@ -256,12 +265,15 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                                     msg.offset, exp)
                     ck.rewind = True  # done by `tail_check`, outside the agent
                     continue
-                if exp is None or msg.offset == exp:
-                    await handle(event)
+                # (a message seen again is acked with the batch, not processed)
+                if not pending:
+                    pending_since[0] = time.monotonic()
+                pending.append((event, msg.offset == exp))
+                if msg.offset == exp:
                     ck.expected[msg.partition] = msg.offset + 1
                     ck.progress[msg.partition] = time.monotonic()
-                    ck.counts["messages"] += 1
-                ck.unacked.append(event)  # (a message seen again is acked, not processed)
+                if len(pending) >= PENDING_MESSAGES:
+                    await process_pending()
             if ck.due():
                 await ck.checkpoint()
 
@@ -274,46 +286,76 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
             return committed
         return (await app.consumer.earliest_offsets(tp)).get(tp) or 0
 
-    async def handle(event) -> None:
-        key, value = event.key, event.value
-        partition, offset = event.message.partition, event.message.offset
-        try:
-            events, rejected = decode_message(value)
+    async def process_pending() -> None:
+        """Decode the pending messages, then process each run's events in one call."""
+        batch = list(pending)
+        pending.clear()
+        ck.counts["batches"] += 1
+        by_run: dict[str, list] = {}  # run -> [(event, its events)] in offset order
+        for event, fresh in batch:
+            if not fresh:
+                continue
+            events, rejected = decode_message(event.value)
             for r in rejected:
-                await dead_letter(key, r)
-            by_run: dict[str, list] = {}
+                await dead_letter(event.key, r)
+            runs: dict[str, list] = {}
             for ev in events:
-                by_run.setdefault(ev.run, []).append(ev)
-            for run, evs in by_run.items():
-                if run not in ck.cache and run.encode() not in run_state \
-                        and len(run_state) + ck.new_runs >= cfg.max_active_runs:
-                    await dead_letter(key, Rejected(
-                        f"this worker already holds {cfg.max_active_runs} active runs "
-                        f"(TELLTALE_MAX_ACTIVE_RUNS); run {run!r} not started",
-                        {"run": run, "events": len(evs)}))
-                    continue
-                ent = ck.state_for(run, partition, processor.new_state)
-                state = ent["state"]
-                offs = state.setdefault("offsets", {})
-                if offs.get(str(partition), -1) >= offset:
-                    ck.counts["skipped"] += 1  # already in the restored state
-                    continue
-                out = processor.process(state, evs)
-                offs[str(partition)] = offset
-                ent["dirty"] = True
-                ent["ver"] += 1
-                seen_runs[run] = seen_runs.pop(run, 0) + len(evs)
-                if len(seen_runs) > STATUS_RUNS:  # bounded: the most recently active runs
-                    seen_runs.popitem(last=False)
-                rkey = run.encode()
-                for a in out.alerts:
-                    ck.sends.append(await alerts_topic.send(key=rkey, value=dumps(a).encode()))
-                for r in out.rejected:
-                    await dead_letter(key, r)
-                buffer.add(out.points, out.blocks)
-        except Exception as exc:  # a poison message must not stop the worker
-            log.exception("processing failed")
-            await dead_letter(key, Rejected(f"processing error: {exc!r}", value))
+                runs.setdefault(ev.run, []).append(ev)
+            for run, evs in runs.items():
+                by_run.setdefault(run, []).append((event, evs))
+            ck.counts["messages"] += 1
+        for run, items in by_run.items():
+            try:
+                await handle_run(run, items)
+            except Exception as exc:  # a poison message must not stop the worker
+                log.exception("processing failed")
+                for event, _ in items:
+                    await dead_letter(event.key, Rejected(f"processing error: {exc!r}",
+                                                          event.value))
+        ck.unacked.extend(event for event, _ in batch)
+
+    async def handle_run(run: str, items: list) -> None:
+        key = items[0][0].key
+        if run not in ck.cache and run.encode() not in run_state \
+                and len(run_state) + ck.new_runs >= cfg.max_active_runs:
+            await dead_letter(key, Rejected(
+                f"this worker already holds {cfg.max_active_runs} active runs "
+                f"(TELLTALE_MAX_ACTIVE_RUNS); run {run!r} not started",
+                {"run": run, "events": sum(len(evs) for _, evs in items)}))
+            return
+        ent = ck.state_for(run, items[0][0].message.partition, processor.new_state)
+        state = ent["state"]
+        offs = state.setdefault("offsets", {})
+        evs, last = [], {}
+        for event, mevs in items:
+            part, offset = str(event.message.partition), event.message.offset
+            if offs.get(part, -1) >= offset:
+                ck.counts["skipped"] += 1  # already in the restored state
+                continue
+            evs.extend(mevs)
+            last[part] = offset
+        if not last:
+            return
+        out = processor.process(state, evs)
+        offs.update(last)
+        ent["dirty"] = True
+        ent["ver"] += 1
+        seen_runs[run] = seen_runs.pop(run, 0) + len(evs)
+        if len(seen_runs) > STATUS_RUNS:  # bounded: the most recently active runs
+            seen_runs.popitem(last=False)
+        rkey = run.encode()
+        for a in out.alerts:
+            ck.sends.append(await alerts_topic.send(key=rkey, value=dumps(a).encode()))
+        for r in out.rejected:
+            await dead_letter(key, r)
+        buffer.add(out.points, out.blocks)
+
+    @app.timer(PENDING_WAIT / 4)
+    async def pending_timer():
+        if pending and time.monotonic() - pending_since[0] >= PENDING_WAIT:
+            async with ck.lock:
+                if pending:
+                    await process_pending()
 
     @app.timer(CHECKPOINT_INTERVAL)
     async def checkpoint_timer():
@@ -371,7 +413,9 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         async with ck.lock:
             # what was processed since the last snapshot is dropped with the cached states
             # (not acked): the next owner reads it again from the committed offset
-            ck.forget({tp.partition for tp in revoked if tp.topic == cfg.metrics_topic})
+            gone = {tp.partition for tp in revoked if tp.topic == cfg.metrics_topic}
+            pending[:] = [p for p in pending if p[0].message.partition not in gone]
+            ck.forget(gone)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs) -> None:

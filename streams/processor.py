@@ -36,6 +36,7 @@ class Candidate:
     ts: float
     value: float
     finding: Finding
+    seq: int = 0  # the event's place in its batch (stream order within a step)
 
 
 @dataclass
@@ -172,8 +173,7 @@ class RunProcessor:
                                           np.asarray(ts, dtype=float),
                                           np.asarray(vals, dtype=float),
                                           np.asarray(seqs, dtype=np.int64))
-            scores = self._update_series(run, key, ser, sb.steps, sb.ts, sb.values, out,
-                                         candidates)
+            scores = self._update_series(run, key, ser, sb, out, candidates)
             seen[key] = (sb.steps, sb.ts, sb.values, scores)
         rstate = state.setdefault("rules", {})
         for rule in self.rules:
@@ -200,7 +200,7 @@ class RunProcessor:
         nf = state.get("nonfinite")
         kept = [c for c in candidates if c.finding.detector != "nonfinite"]
         for c in sorted((c for c in candidates if c.finding.detector == "nonfinite"),
-                        key=lambda c: c.step):  # stable: event order within a step
+                        key=lambda c: (c.step, c.seq)):  # stream order within a step
             if nf is not None and c.step - nf["last"] <= quiet_steps:
                 nf["last"] = max(nf["last"], c.step)
                 if c.metric not in nf["metrics"] and len(nf["metrics"]) < 64:
@@ -216,9 +216,10 @@ class RunProcessor:
                 "w": {ws.spec.label: ws.new_state() for ws in self.windows},
                 "d": {d.name: d.new_state() for d in self.pipelines.for_metric(metric)}}
 
-    def _update_series(self, run, key, ser, steps, ts, vals, out: Output,
+    def _update_series(self, run, key, ser, sb: SeriesBatch, out: Output,
                        candidates: list[Candidate]) -> None:
         metric, rank = key.rsplit("|", 1)
+        steps, ts, vals = sb.steps, sb.ts, sb.values
         for ws in self.windows:
             closed = ws.update(ser["w"][ws.spec.label], steps, ts, vals)
             out.points.extend(self._window_points(run, key, ser, closed))
@@ -229,7 +230,8 @@ class RunProcessor:
             for f in findings:
                 i = f.index
                 candidates.append(Candidate(metric, rank, ser["kind"], int(steps[i]),
-                                            float(ts[i]), float(vals[i]), f))
+                                            float(ts[i]), float(vals[i]), f,
+                                            int(sb.seq[i])))
         if scores:
             self._score_points(run, metric, rank, ser["kind"], steps, ts, scores, out)
         return scores

@@ -97,6 +97,23 @@ _GOOD_NAMES: set[str] = set()  # metric names already validated (bounded)
 
 def parse_event(d, run: str | None = None) -> Event:
     """Validate one event dict; ``run`` comes from the batch when the event has none."""
+    if type(d) is dict and run is not None and len(d) <= 4 and "run" not in d:
+        # the producer's usual event: step, ts, kind?, metrics of floats with known names
+        step, ts, metrics = d.get("step"), d.get("ts"), d.get("metrics")
+        kind = d.get("kind", "train")
+        if type(step) is int and step >= 0 and type(ts) is float and type(metrics) is dict \
+                and kind in KINDS and kind != "end" and 0 < len(metrics) <= MAX_METRICS_PER_EVENT \
+                and len(d) == 3 + ("kind" in d) and ts - ts == 0.0:
+            good = _GOOD_NAMES
+            for k, v in metrics.items():
+                if type(v) is not float or k not in good:
+                    break
+            else:
+                return Event(run, step, ts, kind, dict(metrics), {})
+    return _parse_event(d, run)
+
+
+def _parse_event(d, run: str | None) -> Event:
     if not isinstance(d, dict):
         raise SchemaError(f"event must be an object, got {type(d).__name__}")
     run = _name(d.get("run", run), "run")

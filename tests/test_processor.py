@@ -144,3 +144,19 @@ def test_raw_values_are_blocks_and_a_non_finite_event_a_point_that_counts_them()
     assert sorted(len(b) for b in blocks) == [1, 2]
     for b in blocks:
         assert block_lines(b) == [to_line(p) for p in b.points()]
+
+
+def test_a_nan_incident_is_named_after_the_first_metric_in_stream_order():
+    """Several metrics going NaN at one step are one incident, named after the first of
+    them in the stream, whichever event the batch happens to start with."""
+    evs = [Event("nan", 1, 1.0, "eval", {"val_loss": 1.0})]
+    evs += [Event("nan", s, float(s), "train", {"loss": 1.0}) for s in range(1, 50)]
+    evs += [Event("nan", 50, 50.0, "train", {"loss": float("nan")}),
+            Event("nan", 50, 50.0, "eval", {"val_loss": float("nan")})]
+    firing = []
+    for split in (0, 1, 50):
+        proc = RunProcessor(Config())
+        state = proc.new_state("nan")
+        out = proc.process(state, evs[:split]).alerts + proc.process(state, evs[split:]).alerts
+        firing.append([(a["metric"], a["step"]) for a in out if a["state"] == "firing"])
+    assert firing == [[("loss", 50)]] * 3
