@@ -10,12 +10,17 @@ log 4 metrics per step; after a warm-up, each run gets a loss spike (12×) every
 the stream; a consumer on the alert topic records when each ``firing`` record arrives.
 Latency = arrival time - the time ``log()`` was called for the spiking step. Prints p50 /
 p99 / max (target p99 <= 500 ms) and the achieved input rate.
+
+Real trainers run on other machines; here they share 2 cores with Kafka, InfluxDB and the
+worker, so they run at ``--trainer-nice 10`` (the worker is started before, at normal
+priority). ``--trainer-nice 0`` shows the contended case.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -71,6 +76,10 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=20, help="trainers sharing the rate (20)")
     ap.add_argument("--spike-every", type=int, default=2500,
                     help="steps between loss spikes of a run (2500)")
+    ap.add_argument("--trainer-nice", type=int, default=10,
+                    help="niceness of the simulated trainers (10): on a small machine they "
+                         "share the CPU with Kafka, InfluxDB and the worker; 0 = same "
+                         "priority")
     ap.add_argument("--profile", metavar="PATH",
                     help="run the worker under cProfile, stats written to PATH")
     args = ap.parse_args(argv)
@@ -78,9 +87,12 @@ def main(argv=None) -> int:
     cfg = bench_config("lat", 4, tmp)
     ensure_topics(cfg)
     print(f"latency bench: {args.rate:,.0f} events/s over {args.runs} runs for "
-          f"{args.warmup:.0f}+{args.seconds:.0f} s; {load()}")
+          f"{args.warmup:.0f}+{args.seconds:.0f} s, trainers at nice {args.trainer_nice}; "
+          f"{load()}")
     w = Worker(cfg, "w0", profile=args.profile)
     w.wait_ready()
+    if args.trainer_nice:  # this thread and those it starts (trainers, alert tail) yield
+        os.nice(args.trainer_nice)  # the CPU to the pipeline, as trainers elsewhere would
     tail = AlertTail(cfg)
     tail.start()
     transport = KafkaTransport(cfg.kafka, cfg.metrics_topic)
@@ -146,7 +158,11 @@ def main(argv=None) -> int:
     print(f"sent {sent:,} events in {elapsed:.1f} s = {sent / elapsed:,.0f} events/s "
           f"(worker processed {sum(st.get('runs', {}).values()):,}); "
           f"{len(tail.records)} alert records; {st.get('messages', 0):,} messages in "
-          f"{st.get('batches', 0):,} processing batches; CPU seconds: worker {cpu_worker:.1f}, "
+          f"{st.get('batches', 0):,} processing batches; waited for commits "
+          f"{st.get('commit_wait_s', 0):.1f} s (longest commit {st.get('commit_max_s', 0):.2f} s)"
+          f"; producer send -> worker: mean {st.get('input_age_mean_s', 0) * 1000:.0f} ms, "
+          f"max {st.get('input_age_max_s', 0) * 1000:.0f} ms"
+          f"; CPU seconds: worker {cpu_worker:.1f}, "
           f"this process (trainers) {time.process_time():.1f}")
     if not lat:
         print("no spike alert arrived: check the worker log in", w.log_path)

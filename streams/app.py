@@ -66,7 +66,9 @@ class Checkpointer:
         self.committing = 0  # points in commits not finished yet
         self.last = time.monotonic()
         self.counts = {"checkpoints": 0, "messages": 0, "batches": 0, "skipped": 0,
-                       "evicted": 0}
+                       "evicted": 0, "commit_wait_s": 0.0, "commit_max_s": 0.0,
+                       "input_age_max_s": 0.0}
+        self.age_sum = 0.0  # seconds from the producer's send to the agent, summed
         self.new_runs = 0  # runs started whose state is not in the table yet
         self.unsnapped_new = 0  # of those, started since the last snapshot
         self.markers = 0  # ended runs' markers in the table (recounted by expire_markers)
@@ -102,7 +104,9 @@ class Checkpointer:
         if self.inflight is not None and not self.inflight.done():
             if not (wait or self._over_bound()):
                 return  # the next checkpoint takes what piles up meanwhile
+            t = time.monotonic()
             await self.wait_commit()
+            self.counts["commit_wait_s"] += time.monotonic() - t
         async with self.lock:
             snap = self._snapshot()
             if snap is None:
@@ -147,8 +151,11 @@ class Checkpointer:
             await asyncio.shield(prev)  # never raises: see below
         n = len(lines)
         self.committing += n
+        t = time.monotonic()
         try:
             await self._commit_snapshot(sends, lines, states, events)
+            self.counts["commit_max_s"] = max(self.counts["commit_max_s"],
+                                              time.monotonic() - t)
         except Exception:  # e.g. an alert send failed: nothing acked, all of it retried
             log.exception("checkpoint failed; its input is processed again later")
             self.unacked[:0] = events
@@ -266,6 +273,9 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                     ck.rewind = True  # done by `tail_check`, outside the agent
                     continue
                 # (a message seen again is acked with the batch, not processed)
+                age = time.time() - msg.timestamp  # since the producer sent it
+                ck.counts["input_age_max_s"] = max(ck.counts["input_age_max_s"], age)
+                ck.age_sum += age
                 if not pending:
                     pending_since[0] = time.monotonic()
                 pending.append((event, msg.offset == exp))
@@ -449,6 +459,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         doc = {"pid": os.getpid(), "assigned": assigned, "runs": seen_runs,
                "cached_runs": len(ck.cache),
                "table_runs": len(run_state) - ck.markers, **ck.counts,
+               "input_age_mean_s": ck.age_sum / max(1, ck.counts["messages"]),
                "influx": {"written": buffer.written, "spilled": buffer.spilled,
                           "pending": len(buffer) + ck.committing,
                           "spill_files": len(buffer.spill_files()),
