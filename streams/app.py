@@ -27,6 +27,7 @@ from collections import OrderedDict
 
 import faust
 import mode
+from aiokafka.partitioner import DefaultPartitioner
 
 from telltale.access import check_influx, faust_credentials
 from telltale.config import Config
@@ -76,6 +77,9 @@ class Checkpointer:
         self.rewind = False  # read again from the committed offsets (see tail_check)
         self.progress: dict[int, float] = {}  # partition -> when it last moved
         self.counts["refetches"] = 0
+        self.counts["expired_runs"] = 0
+        self.last_seen: dict[str, float] = {}  # run -> wall time of its last event here
+        self.force = False  # snapshot even with no input pending (a run was expired)
 
     def state_for(self, run: str, partition: int, new_state) -> dict:
         ent = self.cache.get(run)
@@ -123,8 +127,9 @@ class Checkpointer:
 
     def _snapshot(self):
         self.last = time.monotonic()
-        if not self.unacked and not len(self.buffer) and not self.buffer.spill_files():
+        if not (self.unacked or len(self.buffer) or self.force or self.buffer.spill_files()):
             return None
+        self.force = False
         sends, self.sends = self.sends, []
         lines = self.buffer.take()
         now = time.monotonic()
@@ -188,6 +193,7 @@ class Checkpointer:
                 ent["dirty"] = False
                 if ended:
                     del self.cache[run]
+                    self.last_seen.pop(run, None)
         self.new_runs = max(0, self.new_runs - new)
         for ev in events:  # 4. the input is done: Faust may commit its offsets
             ev.ack()
@@ -197,6 +203,7 @@ class Checkpointer:
         """Partitions went to another worker: drop what this one cached for them."""
         for run in [r for r, e in self.cache.items() if e["partition"] in partitions]:
             del self.cache[run]
+            self.last_seen.pop(run, None)
         self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
         for p in partitions:
             self.expected.pop(p, None)
@@ -239,6 +246,8 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                           schema=faust.Schema(**raw), use_partitioner=True)
 
     processor = RunProcessor(cfg)
+    partitioner = DefaultPartitioner()  # the producers': run key -> partition
+    all_parts = list(range(cfg.partitions))
     sink = AsyncInfluxSink(cfg) if cfg.influx_url else None
     buffer = DurablePointBuffer(os.path.join(cfg.data_dir, "influx-spill"))
     ck = Checkpointer(run_state, buffer, sink, app.producer)
@@ -347,17 +356,23 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         if not last:
             return
         out = processor.process(state, evs)
+        ck.last_seen[run] = time.time()
         offs.update(last)
         ent["dirty"] = True
         ent["ver"] += 1
         seen_runs[run] = seen_runs.pop(run, 0) + len(evs)
         if len(seen_runs) > STATUS_RUNS:  # bounded: the most recently active runs
             seen_runs.popitem(last=False)
+        await emit(run, key, out)
+
+    async def emit(run: str, key, out) -> None:
+        """An output's alerts to the alert topic, its refusals to the dead-letter topic,
+        its points to the buffer."""
         rkey = run.encode()
         for a in out.alerts:
             ck.sends.append(await alerts_topic.send(key=rkey, value=dumps(a).encode()))
         for r in out.rejected:
-            await dead_letter(key, r)
+            await dead_letter(key or rkey, r)
         buffer.add(out.points, out.blocks)
 
     @app.timer(PENDING_WAIT / 4)
@@ -395,8 +410,12 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                         ck.progress[tp.partition] = now
             exp = ck.expected.get(tp.partition)
             hw = consumer.highwater(tp)
+            # stalled: its log goes on, yet none of its messages reached the agent for 3 s
+            # while the worker was idle (a busy worker may serve a partition late), or 30 s
+            stale = now - ck.progress.get(tp.partition, 0.0)
+            idle = now - max(ck.progress.values(), default=0.0)
             if exp is not None and hw is not None and hw > exp \
-                    and now - ck.progress.get(tp.partition, 0.0) > 3.0:
+                    and (stale > 30.0 or (stale > 3.0 and idle > 3.0)):
                 log.warning("partition %d: log ends at %d, processed up to %d; reading "
                             "again from there", tp.partition, hw, exp)
                 ck.progress[tp.partition] = now
@@ -407,10 +426,9 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         consumer.stop_flow()
         try:
             await asyncio.wait_for(consumer.wait_for_stopped_flow(), 10.0)
-            for tp in consumer.assignment():
-                exp = ck.expected.get(tp.partition)
-                if tp.topic == cfg.metrics_topic and exp is not None:
-                    await consumer.seek(tp, exp)
+            to = {tp: ck.expected[tp.partition] for tp in consumer.assignment()
+                  if tp.topic == cfg.metrics_topic and tp.partition in ck.expected}
+            await consumer.seek_wait(to)  # in the consumer's thread: no race with its fetcher
         except Exception:  # next time; the data stays in Kafka
             log.exception("could not read the partitions again")
         finally:
@@ -437,18 +455,43 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                 if p not in kept:
                     del ck.expected[p]
 
-    @app.timer(60.0)
-    async def expire_markers():
-        """Ended runs' markers only need to outlive the commit of their last offsets."""
-        old = time.time() - MARKER_TTL_S
+    @app.timer(max(1.0, min(60.0, cfg.run_idle_ttl / 4)))
+    async def expire():
+        """Ended runs' markers only need to outlive the commit of their last offsets; a run
+        of this worker without events for ``run_idle_ttl`` (a trainer that died without its
+        ``end``) is ended: windows closed, open incidents resolved, state released."""
+        now = time.time()
+        old = now - MARKER_TTL_S
         markers = 0
+        mine = {tp.partition for tp in app.consumer.assignment()
+                if tp.topic == cfg.metrics_topic}
+        idle = []
         for k, v in list(run_state.items()):
             if _is_marker(v):
                 if json.loads(v).get("ended_at", 0) < old:
                     run_state.pop(k, None)
                 else:
                     markers += 1
+                continue
+            run = k.decode()
+            part = partitioner(k, all_parts, all_parts)
+            if part in mine and now - ck.last_seen.setdefault(run, now) > cfg.run_idle_ttl:
+                idle.append((run, part))
         ck.markers = markers
+        for run, part in idle:
+            async with ck.lock:
+                ent = ck.state_for(run, part, processor.new_state)
+                if ent["state"].get("ended"):
+                    continue
+                hours = cfg.run_idle_ttl / 3600
+                out = processor.flush(ent["state"], f"no events for {hours:g} h")
+                ent["state"]["ended"] = True
+                ent["dirty"] = True
+                ent["ver"] += 1
+                ck.force = True
+                ck.counts["expired_runs"] += 1
+                log.warning("run %r sent no events for %g h: ended", run, hours)
+                await emit(run, None, out)
 
     @app.timer(0.5)
     async def write_status():

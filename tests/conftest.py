@@ -58,6 +58,7 @@ def config_env(cfg: Config) -> dict:
         "TELLTALE_LOG_LEVEL": "warning",
         "TELLTALE_MAX_ACTIVE_RUNS": str(cfg.max_active_runs),
         "TELLTALE_MAX_SERIES_PER_RUN": str(cfg.max_series_per_run),
+        "TELLTALE_RUN_IDLE_TTL": str(cfg.run_idle_ttl),
     })
     return env
 

@@ -257,3 +257,32 @@ def test_influxdb_down_for_60s_spills_and_catches_up(kafka_config, start_worker)
     print(f"{spilled} points spilled while InfluxDB was down")
     assert w.alive()
     check_against_reference(cfg, msgs, alerts.values())
+
+
+def test_a_run_that_stops_without_its_end_is_ended_after_the_idle_ttl(kafka_config,
+                                                                       start_worker):
+    """A trainer that dies sends no ``end``: after TELLTALE_RUN_IDLE_TTL without events the
+    worker closes its windows, resolves its open incident and releases its state."""
+    from dataclasses import replace
+
+    cfg = replace(kafka_config, run_idle_ttl=4.0)
+    nan_run = RUNS[3].run  # goes NaN at step 800: an incident open when it stops
+    full = [(run, m) for run, m in batches(time.time() - 3600) if run == nan_run]
+    msgs = full[:-1]  # without its end
+    alerts = TopicReader(cfg, cfg.alerts_topic)
+    w = start_worker(cfg, "idle")
+    w.wait_ready()
+    publish(cfg, msgs)
+    wait_for(lambda: w.status().get("expired_runs", 0) == 1
+             and w.status().get("table_runs", 1) == 0 and w.status().get("cached_runs") == 0,
+             timeout=60, what="the idle run ended and released")
+    wait_for(lambda: any(a["state"] == "resolved" and "no events for" in a["message"]
+                         for a in alerts.values()), timeout=30, what="its incident resolved")
+    alerts.close()
+    firing = [a for a in alerts.values() if a["state"] == "firing"]
+    assert firing and all(a["run"] == nan_run for a in firing)
+    # its windows were closed, as an end would have closed them
+    _, ref_windows = reference(cfg, full)
+    got = wait_for(lambda: (w := influx_windows(cfg)) and len(w) == len(ref_windows) and w,
+                   timeout=30, what="window statistics")
+    assert {k: len(v) for k, v in got.items()} == {k: len(v) for k, v in ref_windows.items()}
