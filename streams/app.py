@@ -45,6 +45,7 @@ IDLE_EVICT_S = 120.0  # runs idle this long leave the memory cache (the table ke
 MARKER_TTL_S = 600.0  # how long an ended run's marker stays in the table
 STATUS_RUNS = 10_000  # worker-status.json counts events of this many most recent runs
 PENDING_MESSAGES = 1000  # the most messages the agent takes before processing them
+PENDING_BYTES = 2 << 20  # or this many bytes of them
 PENDING_WAIT = 0.1  # or the longest the first of them waits
 
 
@@ -260,12 +261,13 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
 
     pending: list = []  # (event, process it?) read by the agent, not yet processed
     pending_since = [0.0]  # when the first of them arrived
+    pending_bytes = [0]  # and their size
 
     @app.agent(metrics_topic)
     async def process(stream):
-        """Messages wait up to PENDING_WAIT (or until PENDING_MESSAGES wait), then each
-        run's messages of the batch go through the processor in one call: a run sending
-        small messages costs one processor call per batch, not one per message."""
+        """Messages wait up to PENDING_WAIT (or PENDING_MESSAGES / PENDING_BYTES of them),
+        then each run's messages of the batch go through the processor in one call: a run
+        sending small messages costs one processor call per batch, not one per message."""
         async for event in stream.noack().events():
             async with ck.lock:
                 msg = event.message
@@ -287,11 +289,13 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                 ck.age_sum += age
                 if not pending:
                     pending_since[0] = time.monotonic()
+                    pending_bytes[0] = 0
                 pending.append((event, msg.offset == exp))
+                pending_bytes[0] += len(event.value)
                 if msg.offset == exp:
                     ck.expected[msg.partition] = msg.offset + 1
                     ck.progress[msg.partition] = time.monotonic()
-                if len(pending) >= PENDING_MESSAGES:
+                if len(pending) >= PENDING_MESSAGES or pending_bytes[0] >= PENDING_BYTES:
                     await process_pending()
             if ck.due():
                 await ck.checkpoint()

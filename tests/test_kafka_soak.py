@@ -54,6 +54,7 @@ def test_worker_memory_stays_bounded_while_runs_start_and_end(kafka_config, star
     st = wait_for(lambda: (s := w.status()) and s["cached_runs"] <= LIVE and s, timeout=10,
                   what="ended runs to leave the cache")
     rss_end = rss_mb(w.proc.pid)
+    print(f"\nworker RSS {rss_mid:.0f} MB after a quarter, {rss_end:.0f} MB at the end; {st}")
     assert sum(st["runs"].values()) == sent  # every event processed once
     assert st["skipped"] == 0
     # only the runs still live keep state, in memory and in the table
