@@ -379,12 +379,19 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
             await dead_letter(key or rkey, r)
         buffer.add(out.points, out.blocks)
 
-    @app.timer(PENDING_WAIT / 4)
-    async def pending_timer():
-        if pending and time.monotonic() - pending_since[0] >= PENDING_WAIT:
-            async with ck.lock:
-                if pending:
-                    await process_pending()
+    @app.task
+    async def pending_flusher():
+        """Processes what waited PENDING_WAIT when no further message arrives (a loop, not
+        an app.timer: a batch may take longer than the interval)."""
+        while True:
+            await asyncio.sleep(PENDING_WAIT / 4)
+            if pending and time.monotonic() - pending_since[0] >= PENDING_WAIT:
+                try:
+                    async with ck.lock:
+                        if pending:
+                            await process_pending()
+                except Exception:  # process_pending dead-letters; this is a bug: go on
+                    log.exception("processing a batch failed")
 
     @app.timer(CHECKPOINT_INTERVAL)
     async def checkpoint_timer():
