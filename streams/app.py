@@ -68,17 +68,15 @@ class Checkpointer:
         self.committing = 0  # points in commits not finished yet
         self.last = time.monotonic()
         self.counts = {"checkpoints": 0, "messages": 0, "batches": 0, "skipped": 0,
-                       "evicted": 0, "commit_wait_s": 0.0, "commit_max_s": 0.0,
-                       "input_age_max_s": 0.0}
-        self.age_sum = 0.0  # seconds from the producer's send to the agent, summed
+                       "evicted": 0, "refetches": 0, "expired_runs": 0,
+                       "commit_wait_s": 0.0, "commit_max_s": 0.0, "input_age_max_s": 0.0}
+        self.age_sum = 0.0  # seconds from the messages' Kafka timestamps to the agent
         self.new_runs = 0  # runs started whose state is not in the table yet
         self.unsnapped_new = 0  # of those, started since the last snapshot
-        self.markers = 0  # ended runs' markers in the table (recounted by expire_markers)
+        self.markers = 0  # ended runs' markers in the table (recounted by `expire`)
         self.expected: dict[int, int] = {}  # partition -> next offset to process
         self.rewind = False  # read again from the committed offsets (see tail_check)
         self.progress: dict[int, float] = {}  # partition -> when it last moved
-        self.counts["refetches"] = 0
-        self.counts["expired_runs"] = 0
         self.last_seen: dict[str, float] = {}  # run -> wall time of its last event here
         self.force = False  # snapshot even with no input pending (a run was expired)
 
@@ -95,6 +93,12 @@ class Checkpointer:
                                      "partition": partition}
         ent["seen"] = time.monotonic()
         return ent
+
+    @staticmethod
+    def changed(ent: dict) -> None:
+        """A cached run state was modified: write it with the next checkpoint."""
+        ent["dirty"] = True
+        ent["ver"] += 1
 
     def due(self) -> bool:
         return (len(self.unacked) >= CHECKPOINT_MESSAGES or len(self.buffer) >= CHECKPOINT_POINTS
@@ -210,6 +214,31 @@ class Checkpointer:
             self.expected.pop(p, None)
 
 
+class _Pending:
+    """Messages the agent took and has not processed yet: (event, process it?)."""
+
+    def __init__(self):
+        self.items: list[tuple] = []
+        self.since = 0.0  # when the first of them arrived
+        self.bytes = 0
+
+    def add(self, event, fresh: bool) -> None:
+        if not self.items:
+            self.since, self.bytes = time.monotonic(), 0
+        self.items.append((event, fresh))
+        self.bytes += len(event.value)
+
+    def full(self) -> bool:
+        return len(self.items) >= PENDING_MESSAGES or self.bytes >= PENDING_BYTES
+
+    def waited(self, seconds: float) -> bool:
+        return bool(self.items) and time.monotonic() - self.since >= seconds
+
+    def take(self) -> list[tuple]:
+        items, self.items = self.items, []
+        return items
+
+
 def _is_marker(blob: bytes | None) -> bool:
     """An ended run's small marker (not a run state)."""
     return blob is not None and len(blob) < 4096 and b'"ended_marker":true' in blob
@@ -259,9 +288,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         ck.sends.append(await deadletter_topic.send(key=key,
                                                     value=dumps(rejected.to_dict()).encode()))
 
-    pending: list = []  # (event, process it?) read by the agent, not yet processed
-    pending_since = [0.0]  # when the first of them arrived
-    pending_bytes = [0]  # and their size
+    pending = _Pending()
 
     @app.agent(metrics_topic)
     async def process(stream):
@@ -287,15 +314,11 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                 age = time.time() - msg.timestamp  # since the producer sent it
                 ck.counts["input_age_max_s"] = max(ck.counts["input_age_max_s"], age)
                 ck.age_sum += age
-                if not pending:
-                    pending_since[0] = time.monotonic()
-                    pending_bytes[0] = 0
-                pending.append((event, msg.offset == exp))
-                pending_bytes[0] += len(event.value)
+                pending.add(event, msg.offset == exp)
                 if msg.offset == exp:
                     ck.expected[msg.partition] = msg.offset + 1
                     ck.progress[msg.partition] = time.monotonic()
-                if len(pending) >= PENDING_MESSAGES or pending_bytes[0] >= PENDING_BYTES:
+                if pending.full():
                     await process_pending()
             if ck.due():
                 await ck.checkpoint()
@@ -311,8 +334,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
 
     async def process_pending() -> None:
         """Decode the pending messages, then process each run's events in one call."""
-        batch = list(pending)
-        pending.clear()
+        batch = pending.take()
         ck.counts["batches"] += 1
         by_run: dict[str, list] = {}  # run -> [(event, its events)] in offset order
         for event, fresh in batch:
@@ -362,8 +384,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         out = processor.process(state, evs)
         ck.last_seen[run] = time.time()
         offs.update(last)
-        ent["dirty"] = True
-        ent["ver"] += 1
+        ck.changed(ent)
         seen_runs[run] = seen_runs.pop(run, 0) + len(evs)
         if len(seen_runs) > STATUS_RUNS:  # bounded: the most recently active runs
             seen_runs.popitem(last=False)
@@ -385,10 +406,10 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         an app.timer: a batch may take longer than the interval)."""
         while True:
             await asyncio.sleep(PENDING_WAIT / 4)
-            if pending and time.monotonic() - pending_since[0] >= PENDING_WAIT:
+            if pending.waited(PENDING_WAIT):
                 try:
                     async with ck.lock:
-                        if pending:
+                        if pending.items:
                             await process_pending()
                 except Exception:  # process_pending dead-letters; this is a bug: go on
                     log.exception("processing a batch failed")
@@ -453,18 +474,8 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
             # what was processed since the last snapshot is dropped with the cached states
             # (not acked): the next owner reads it again from the committed offset
             gone = {tp.partition for tp in revoked if tp.topic == cfg.metrics_topic}
-            pending[:] = [p for p in pending if p[0].message.partition not in gone]
+            pending.items = [p for p in pending.items if p[0].message.partition not in gone]
             ck.forget(gone)
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(app, assigned, **kwargs) -> None:
-        # a partition's expected offset is set by its first message after the recovery
-        # (see the agent); one this worker no longer holds is forgotten
-        kept = {tp.partition for tp in assigned if tp.topic == cfg.metrics_topic}
-        async with ck.lock:
-            for p in list(ck.expected):
-                if p not in kept:
-                    del ck.expected[p]
 
     @app.timer(max(1.0, min(60.0, cfg.run_idle_ttl / 4)))
     async def expire():
@@ -495,10 +506,8 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                 if ent["state"].get("ended"):
                     continue
                 hours = cfg.run_idle_ttl / 3600
-                out = processor.flush(ent["state"], f"no events for {hours:g} h")
-                ent["state"]["ended"] = True
-                ent["dirty"] = True
-                ent["ver"] += 1
+                out = processor.end(ent["state"], f"no events for {hours:g} h")
+                ck.changed(ent)
                 ck.force = True
                 ck.counts["expired_runs"] += 1
                 log.warning("run %r sent no events for %g h: ended", run, hours)

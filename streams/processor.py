@@ -86,11 +86,16 @@ class RunProcessor:
             if ev.kind == "end":
                 out.extend(self._process_chunk(state, chunk))
                 chunk = []
-                out.extend(self.flush(state))
-                state["ended"] = True
+                out.extend(self.end(state))
             else:
                 chunk.append(ev)
         out.extend(self._process_chunk(state, chunk))
+        return out
+
+    def end(self, state: dict, reason: str = "run ended") -> Output:
+        """The run is over: :meth:`flush` it and mark its state ended."""
+        out = self.flush(state, reason)
+        state["ended"] = True
         return out
 
     def flush(self, state: dict, reason: str = "run ended") -> Output:
