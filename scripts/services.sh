@@ -215,6 +215,23 @@ influx_healthy() {
   [[ $(curl -s -o /dev/null -m 3 -w '%{http_code}' "http://127.0.0.1:$INFLUX_PORT/ping" 2>/dev/null) == 204 ]]
 }
 
+launch_influxd() { # <dir> <http port> <rpc port> <auth true|false>: influxd in the background
+  INFLUXDB_HTTP_BIND_ADDRESS=127.0.0.1:$2 \
+  INFLUXDB_BIND_ADDRESS=127.0.0.1:$3 \
+  INFLUXDB_HTTP_AUTH_ENABLED=$4 \
+  INFLUXDB_HTTP_FLUX_ENABLED=true \
+  INFLUXDB_REPORTING_DISABLED=true \
+  INFLUXDB_MONITOR_STORE_ENABLED=false \
+  INFLUXDB_META_DIR=$1/meta \
+  INFLUXDB_DATA_DIR=$1/data \
+  INFLUXDB_DATA_WAL_DIR=$1/wal \
+  INFLUXDB_HTTP_LOG_ENABLED=false \
+  INFLUXDB_DATA_QUERY_LOG_ENABLED=false \
+  INFLUXDB_LOGGING_LEVEL=warn \
+    nohup "$INFLUXD" run -config /dev/null -pidfile "$1/influxd.pid" >"$1/influxd.log" 2>&1 </dev/null &
+  echo $! >"$1/influxd.pid"
+}
+
 start_influx() { # <keep-data 0|1>
   if influx_healthy; then log "InfluxDB already running on 127.0.0.1:$INFLUX_PORT"; return 0; fi
   stop_influx 2>/dev/null
@@ -222,19 +239,7 @@ start_influx() { # <keep-data 0|1>
   if [[ $1 == 1 ]]; then log "starting InfluxDB $INFLUX_VERSION, keeping $IDIR data";
   else rm -rf "$IDIR/meta" "$IDIR/data" "$IDIR/wal"; log "starting InfluxDB $INFLUX_VERSION (fresh data dir)"; fi
   [[ -f $IDIR/influxd.log ]] && mv "$IDIR/influxd.log" "$IDIR/influxd.log.prev"
-  INFLUXDB_HTTP_BIND_ADDRESS=127.0.0.1:$INFLUX_PORT \
-  INFLUXDB_BIND_ADDRESS=127.0.0.1:$INFLUX_RPC_PORT \
-  INFLUXDB_HTTP_FLUX_ENABLED=true \
-  INFLUXDB_REPORTING_DISABLED=true \
-  INFLUXDB_MONITOR_STORE_ENABLED=false \
-  INFLUXDB_META_DIR=$IDIR/meta \
-  INFLUXDB_DATA_DIR=$IDIR/data \
-  INFLUXDB_DATA_WAL_DIR=$IDIR/wal \
-  INFLUXDB_HTTP_LOG_ENABLED=false \
-  INFLUXDB_DATA_QUERY_LOG_ENABLED=false \
-  INFLUXDB_LOGGING_LEVEL=warn \
-    nohup "$INFLUXD" run -config /dev/null -pidfile "$IDIR/influxd.pid" >"$IDIR/influxd.log" 2>&1 </dev/null &
-  echo $! >"$IDIR/influxd.pid"
+  launch_influxd "$IDIR" "$INFLUX_PORT" "$INFLUX_RPC_PORT" false
   wait_healthy "InfluxDB" 60 "$IDIR/influxd.pid" "$IDIR/influxd.log" influx_healthy
 }
 stop_influx() { stop_proc "InfluxDB" "$IDIR/influxd.pid" "$(influx_marker)"; }
@@ -412,20 +417,7 @@ start_secure_influx() {
   rm -rf "$SIDIR/meta" "$SIDIR/data" "$SIDIR/wal"
   [[ -f $SIDIR/influxd.log ]] && mv "$SIDIR/influxd.log" "$SIDIR/influxd.log.prev"
   log "starting secured InfluxDB $INFLUX_VERSION on 127.0.0.1:$SINFLUX_PORT (auth enabled)"
-  INFLUXDB_HTTP_BIND_ADDRESS=127.0.0.1:$SINFLUX_PORT \
-  INFLUXDB_BIND_ADDRESS=127.0.0.1:$SINFLUX_RPC_PORT \
-  INFLUXDB_HTTP_AUTH_ENABLED=true \
-  INFLUXDB_HTTP_FLUX_ENABLED=true \
-  INFLUXDB_REPORTING_DISABLED=true \
-  INFLUXDB_MONITOR_STORE_ENABLED=false \
-  INFLUXDB_META_DIR=$SIDIR/meta \
-  INFLUXDB_DATA_DIR=$SIDIR/data \
-  INFLUXDB_DATA_WAL_DIR=$SIDIR/wal \
-  INFLUXDB_HTTP_LOG_ENABLED=false \
-  INFLUXDB_DATA_QUERY_LOG_ENABLED=false \
-  INFLUXDB_LOGGING_LEVEL=warn \
-    nohup "$INFLUXD" run -config /dev/null -pidfile "$SIDIR/influxd.pid" >"$SIDIR/influxd.log" 2>&1 </dev/null &
-  echo $! >"$SIDIR/influxd.pid"
+  launch_influxd "$SIDIR" "$SINFLUX_PORT" "$SINFLUX_RPC_PORT" true
   wait_healthy "secured InfluxDB" 60 "$SIDIR/influxd.pid" "$SIDIR/influxd.log" sinflux_healthy
   # the first user may be created without credentials; after that, auth is enforced
   local code
