@@ -156,6 +156,16 @@ EOF
 }
 kafka_started() { grep -q "Kafka Server started" "$KDIR/kafka.log" 2>/dev/null && kafka_healthy; }
 
+write_log4j() { # <kafka dir>: the broker logs to <dir>/kafka.log
+  cat >"$1/log4j.properties" <<EOF
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File=$1/kafka.log
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+EOF
+}
+
 write_kafka_config() {
   cat >"$KDIR/server.properties" <<EOF
 process.roles=broker,controller
@@ -176,13 +186,7 @@ group.initial.rebalance.delay.ms=0
 message.max.bytes=5242880
 replica.fetch.max.bytes=5242880
 EOF
-  cat >"$KDIR/log4j.properties" <<EOF
-log4j.rootLogger=INFO, file
-log4j.appender.file=org.apache.log4j.FileAppender
-log4j.appender.file.File=$KDIR/kafka.log
-log4j.appender.file.layout=org.apache.log4j.PatternLayout
-log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
-EOF
+  write_log4j "$KDIR"
 }
 
 start_kafka() { # <keep-data 0|1>
@@ -342,13 +346,7 @@ ssl.truststore.type=PEM
 ssl.truststore.location=$SECDIR/ca.crt
 EOF
   )
-  cat >"$SKDIR/log4j.properties" <<EOF
-log4j.rootLogger=INFO, file
-log4j.appender.file=org.apache.log4j.FileAppender
-log4j.appender.file.File=$SKDIR/kafka.log
-log4j.appender.file.layout=org.apache.log4j.PatternLayout
-log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
-EOF
+  write_log4j "$SKDIR"
 }
 
 acl() { # AclCommand as the super user: acl <args...>
