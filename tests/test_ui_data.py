@@ -134,3 +134,22 @@ def test_an_incident_with_a_lifecycle_is_one_marker_at_its_first_step():
     assert [(a["step"], a["explanation"], a["state"]) for a in v["alerts"]] == [
         (200, "still high", "resolved")]
     assert open_alerts(life) == []
+
+
+def test_the_local_store_is_read_in_time_order_not_write_order(tmp_path):
+    # the pipeline writes blocks per (kind, rank): a batch's eval and system lines come
+    # after its last train line, and a non-finite event's point after its block
+    def ev(s):
+        return {"step": s, "ts": 1000.0 + s, "kind": "train", "metrics": {"loss": 1.0 + s / 1e3}}
+
+    store = LocalStore(str(tmp_path))
+    events = [ev(s) for s in range(1, 61)]
+    events[39]["metrics"]["loss"] = float("nan")
+    events += [{"step": 30, "ts": 1030.5, "kind": "eval", "metrics": {"val_loss": 1.2}}]
+    run_events(store, "r3", events)
+    store.close()
+    src = LocalSource(str(tmp_path))
+    [summary] = src.runs()
+    assert summary["last_step"] == 60 and summary["last_ts"] == 1060.0
+    loss = next(p for p in src.run_view("r3")["training"] if p["metric"] == "loss")
+    assert loss["steps"] == sorted(loss["steps"]) and loss["steps"][-1] == 60

@@ -56,6 +56,9 @@ class LocalSource:
         self.points: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
         self.alerts: dict[str, list[dict]] = defaultdict(list)
         self.seen: dict[str, tuple[int, float]] = {}  # run -> (points, wall time of change)
+        # run -> [metric points, first time, last time, step at last time]; the store's
+        # lines are in write order (blocks per rank and kind), not in time order
+        self.summary: dict[str, list] = {}
 
     def describe(self) -> str:
         return f"local store {self.directory}"
@@ -106,21 +109,29 @@ class LocalSource:
                 run = p.get("tags", {}).get("run")
                 if run:
                     self.points[run][m].append(p)
+                    if m == "metrics":
+                        self._summarize(run, p)
         for a in self._read_new("alerts.log"):
             if a.get("run"):
                 self.alerts[a["run"]].append(a)
 
+    def _summarize(self, run: str, p: dict) -> None:
+        t, step = p["time"], p["fields"].get("step")
+        s = self.summary.get(run)
+        if s is None:
+            self.summary[run] = [1, t, t, step]
+            return
+        s[0] += 1
+        s[1] = min(s[1], t)
+        if t > s[2] or (t == s[2] and step is not None and (s[3] is None or step > s[3])):
+            s[2], s[3] = t, step
+
     def runs(self) -> list[dict]:
         self.refresh()
         with self._lock:
-            out = []
-            for run, per in self.points.items():
-                mets = per.get("metrics", [])
-                if not mets:
-                    continue
-                out.append(_run_summary(run, mets[-1]["fields"].get("step"), len(mets),
-                                        mets[0]["time"] / 1e9, mets[-1]["time"] / 1e9,
-                                        self.alerts.get(run, []), self.seen[run][1]))
+            out = [_run_summary(run, step, n, t0 / 1e9, t1 / 1e9, self.alerts.get(run, []),
+                                self.seen[run][1])
+                   for run, (n, t0, t1, step) in self.summary.items()]
             return sorted(out, key=lambda r: r["run"])
 
     def run_view(self, run: str, k: float = 3.0) -> dict | None:
@@ -344,7 +355,7 @@ def _family(metric: str) -> tuple[str, str] | None:
 def build_view(run: str, pts: dict[str, list[dict]], alerts: list[dict], k: float = 3.0,
                last_change: float | None = None) -> dict:
     """The page's document for one run: summary, panels, alerts (all JSON-able)."""
-    metrics = pts.get("metrics", [])
+    metrics = sorted(pts.get("metrics", []), key=lambda p: p["time"])
     # series[(metric, rank)] = (kind, host, steps, values)
     series: dict[tuple[str, str], dict] = {}
     for p in metrics:
