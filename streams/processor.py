@@ -9,6 +9,7 @@ they were batched.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from math import isfinite
 
 import numpy as np
@@ -278,7 +279,12 @@ class RunProcessor:
         metric, rank = key.rsplit("|", 1)
         pts = []
         for w in closed:
-            time_s = w.start if w.spec.startswith("time") else w.first_ts
+            if w.spec.startswith("time"):
+                time_ns = to_ns(w.start)
+            else:  # hopping windows that begin with the same event (at a run's start,
+                # after a gap in steps) get distinct times, in the order of their starts:
+                # 1 ns earlier per hop from their start to that event
+                time_ns = to_ns(w.first_ts) - int((w.first_step - w.start) // _hop(w.spec))
             pts.append(Point(
                 "window_stats",
                 {"run": run, "metric": metric, "rank": rank, "kind": ser["kind"],
@@ -286,8 +292,13 @@ class RunProcessor:
                 {"count": w.count, "mean": w.mean, "std": w.std, "min": w.min, "max": w.max,
                  "first_step": w.first_step, "last_step": w.last_step,
                  "start": w.start, "end": w.end},
-                to_ns(time_s)))
+                time_ns))
         return pts
+
+
+@lru_cache(maxsize=64)
+def _hop(spec: str) -> float:
+    return WindowSpec.parse(spec).hop
 
 
 def _sig(x, digits: int = 6):

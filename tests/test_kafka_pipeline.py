@@ -128,9 +128,9 @@ def test_three_runs_end_to_end(kafka_config, start_worker):
         series = influxql(cfg, q)
         return series[0]["values"] if series else []
 
-    # hopping windows starting at 0, 50, ..., 600 (the last ones close with the run's end)
-    rows = wait_for(lambda: len(windows()) == 13 and windows(), timeout=30,
-                    what="13 hopping windows of e2e-clean")
+    # hopping windows starting at -50, 0, ..., 600 (the last ones close with the run's end)
+    rows = wait_for(lambda: len(windows()) == 14 and windows(), timeout=30,
+                    what="14 hopping windows of e2e-clean")
     for _, start, end, count, mean, std, lo, hi in rows:
         x = loss[(steps >= start) & (steps < end)]
         assert count == len(x)

@@ -83,6 +83,28 @@ def test_window_points_match_numpy():
         assert np.isclose(p.fields["mean"], sel.mean()) and np.isclose(p.fields["std"], sel.std())
 
 
+def test_every_closed_window_has_its_own_time_in_its_series():
+    # InfluxDB keeps one point per series and time: hopping windows that begin with the
+    # same event (before step 0, after a gap in steps) must not share a time
+    proc = RunProcessor(Config(windows=("step:100/25", "step:100", "time:60s/20s")))
+    steps = [*range(1, 120), *range(400, 460)]
+    events = [Event("r", s, 1000.0 + s, "train", {"loss": 1.0 + (s % 7) / 10}) for s in steps]
+    events.append(Event("r", 460, 1461.0, "end", {}))
+    points, _ = process(proc, "r", events, [50] * 10)
+    wins = [p for p in points if p.measurement == "window_stats"]
+    for spec, expect in (("step:100/25", 14), ("step:100", 3)):
+        mine = [p for p in wins if p.tags["window"] == spec]
+        assert len(mine) == expect
+        assert len({p.time_ns for p in mine}) == expect
+        # still in order of the windows' starts, within a nanosecond per hop of the first event
+        by_start = sorted(mine, key=lambda p: p.fields["start"])
+        assert sorted(mine, key=lambda p: p.time_ns) == by_start
+        assert all(0 <= round((1000.0 + p.fields["first_step"]) * 1e9) - p.time_ns < 4
+                   for p in mine)
+    timed = [p for p in wins if p.tags["window"] == "time:60s/20s"]
+    assert len({p.time_ns for p in timed}) == len(timed)
+
+
 def test_end_event_flushes_windows_and_marks_the_run_ended():
     proc = RunProcessor(Config(windows=("step:1000",)))
     state = proc.new_state("r")
