@@ -402,7 +402,8 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         if not last:
             return
         out = processor.process(state, evs)
-        ck.last_seen[run] = time.time()
+        # kept in the state too: a restarted worker or a new owner goes on with its clock
+        state["seen_at"] = ck.last_seen[run] = round(time.time(), 3)
         offs.update(last)
         ck.changed(ent)
         seen_runs[run] = seen_runs.pop(run, 0) + len(evs)
@@ -517,7 +518,11 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                 continue
             run = k.decode()
             part = partitioner(k, all_parts, all_parts)
-            if part in mine and now - ck.last_seen.setdefault(run, now) > cfg.run_idle_ttl:
+            if part not in mine:
+                continue
+            if run not in ck.last_seen:  # once per run after a start or an assignment
+                ck.last_seen[run] = json.loads(v).get("seen_at", now) if v else now
+            if now - ck.last_seen[run] > cfg.run_idle_ttl:
                 idle.append((run, part))
         ck.markers = markers
         for run, part in idle:

@@ -131,6 +131,32 @@ def services(*args: str) -> None:
                    capture_output=True, timeout=300)
 
 
+def test_a_restarted_worker_keeps_the_idle_clock_of_its_runs(kafka_config, start_worker):
+    """The idle clock lives in the run's state: a run idle before a restart is ended after
+    the TTL since its last event, not after the TTL since the restart."""
+    from dataclasses import replace
+
+    cfg = replace(kafka_config, run_idle_ttl=12.0)
+    run = RUNS[0].run
+    msgs = [(r, m) for r, m in batches(time.time() - 3600) if r == run][:-1]  # no end
+    w0 = start_worker(cfg, "w0")
+    w0.wait_ready()
+    publish(cfg, msgs)
+    wait_for(lambda: w0.status().get("messages", 0) >= len(msgs)
+             and w0.status().get("table_runs") == 1, timeout=60,
+             what="the run processed and its state in the table")
+    last_event = time.monotonic()
+    w0.stop()
+    time.sleep(max(0.0, cfg.run_idle_ttl + 1.0 - (time.monotonic() - last_event)))
+    w1 = start_worker(cfg, "w1")  # the run is past its TTL when w1 starts
+    w1.wait_ready()
+    t0 = time.monotonic()
+    wait_for(lambda: w1.status().get("expired_runs", 0) == 1, timeout=60,
+             what="the idle run ended by the restarted worker")
+    # the expiry check runs every TTL/4 = 3 s: well before a clock restarted by w1 (12 s)
+    assert time.monotonic() - t0 < 8.0
+
+
 def test_kill_9_mid_stream_then_restart_resumes_from_the_changelog(kafka_config, start_worker):
     cfg = kafka_config
     msgs = batches(time.time() - 3600)
