@@ -28,7 +28,6 @@ from collections import OrderedDict
 import faust
 import mode
 from aiokafka.partitioner import DefaultPartitioner
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from telltale.access import check_influx, faust_credentials
 from telltale.config import Config
@@ -48,24 +47,6 @@ STATUS_RUNS = 10_000  # worker-status.json counts events of this many most recen
 PENDING_MESSAGES = 1000  # the most messages the agent takes before processing them
 PENDING_BYTES = 2 << 20  # or this many bytes of them
 PENDING_WAIT = 0.1  # or the longest the first of them waits
-# the longest a fetch waits at the broker for data: Faust fixes 1.5 s, and aiokafka sends
-# no new fetch for a partition while one to its broker is in flight; a fetch that left
-# out the input partitions (theirs were still buffered) would hold their next data back
-FETCH_MAX_WAIT_MS = 100
-
-
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport):
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by its fetcher at start
-        return consumer
-
-
-class _Consumer(faust_aiokafka.Consumer):
-    """Faust's Kafka consumer with a shorter broker-side fetch wait."""
-
-    def _new_consumer_thread(self):
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class Checkpointer:
@@ -283,7 +264,6 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         # they are simply processed again by the next owner
         stream_wait_empty=False,
     )
-    app.transport.Consumer = _Consumer
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
            "value_serializer": "raw"}
     metrics_topic = app.topic(cfg.metrics_topic, partitions=cfg.partitions, **raw)
