@@ -67,6 +67,7 @@ class WindowResult:
     last_step: int
     first_ts: float
     last_ts: float
+    hop: float
 
 
 # accumulator layout: [count, mean, m2, min, max, first_step, last_step, first_ts, last_ts]
@@ -180,5 +181,6 @@ class WindowStats:
                 continue
             n, mu, m2, lo, hi, s0, s1, t0, t1 = state["open"].pop(key)
             out.append(WindowResult(self.spec.label, start, start + self.spec.size, int(n),
-                                    mu, (m2 / n) ** 0.5, lo, hi, s0, s1, t0, t1))
+                                    mu, (m2 / n) ** 0.5, lo, hi, s0, s1, t0, t1,
+                                    self.spec.hop))
         return out

@@ -9,7 +9,6 @@ they were batched.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from math import isfinite
 
 import numpy as np
@@ -284,7 +283,7 @@ class RunProcessor:
             else:  # hopping windows that begin with the same event (at a run's start,
                 # after a gap in steps) get distinct times, in the order of their starts:
                 # 1 ns earlier per hop from their start to that event
-                time_ns = to_ns(w.first_ts) - int((w.first_step - w.start) // _hop(w.spec))
+                time_ns = to_ns(w.first_ts) - int((w.first_step - w.start) // w.hop)
             pts.append(Point(
                 "window_stats",
                 {"run": run, "metric": metric, "rank": rank, "kind": ser["kind"],
@@ -294,11 +293,6 @@ class RunProcessor:
                  "start": w.start, "end": w.end},
                 time_ns))
         return pts
-
-
-@lru_cache(maxsize=64)
-def _hop(spec: str) -> float:
-    return WindowSpec.parse(spec).hop
 
 
 def _sig(x, digits: int = 6):

@@ -56,8 +56,8 @@ class LocalSource:
         self.points: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
         self.alerts: dict[str, list[dict]] = defaultdict(list)
         self.seen: dict[str, tuple[int, float]] = {}  # run -> (points, wall time of change)
-        # run -> [metric points, first time, last time, step at last time]; the store's
-        # lines are in write order (blocks per rank and kind), not in time order
+        # run -> [first time, last time, step at last time] of its metric points: the
+        # store's lines are in write order (blocks per rank and kind), not in time order
         self.summary: dict[str, list] = {}
 
     def describe(self) -> str:
@@ -119,19 +119,18 @@ class LocalSource:
         t, step = p["time"], p["fields"].get("step")
         s = self.summary.get(run)
         if s is None:
-            self.summary[run] = [1, t, t, step]
+            self.summary[run] = [t, t, step]
             return
-        s[0] += 1
-        s[1] = min(s[1], t)
-        if t > s[2] or (t == s[2] and step is not None and (s[3] is None or step > s[3])):
-            s[2], s[3] = t, step
+        s[0] = min(s[0], t)
+        if t > s[1] or (t == s[1] and step is not None and (s[2] is None or step > s[2])):
+            s[1], s[2] = t, step
 
     def runs(self) -> list[dict]:
         self.refresh()
         with self._lock:
-            out = [_run_summary(run, step, n, t0 / 1e9, t1 / 1e9, self.alerts.get(run, []),
-                                self.seen[run][1])
-                   for run, (n, t0, t1, step) in self.summary.items()]
+            out = [_run_summary(run, step, len(self.points[run]["metrics"]), t0 / 1e9,
+                                t1 / 1e9, self.alerts.get(run, []), self.seen[run][1])
+                   for run, (t0, t1, step) in self.summary.items()]
             return sorted(out, key=lambda r: r["run"])
 
     def run_view(self, run: str, k: float = 3.0) -> dict | None:
