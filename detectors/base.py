@@ -1,15 +1,24 @@
 """The detector contract: score-then-learn over a batch of one series, explicit state.
 
-A detector is configured by its constructor (hyper-parameters only). All that it learns
-lives in a JSON-serializable ``state`` dict that the caller owns, so a Faust table or a
-file can hold it and a restarted worker resumes exactly. ``update`` must give the same
-result whether a series arrives in one batch or one value at a time.
+A detector is configured by its constructor (hyper-parameters only, checked against its
+``parameter_constraints``). All that it learns lives in a JSON-serializable ``state`` dict
+that the caller owns, so a Faust table or a file can hold it and a restarted worker resumes
+exactly. ``update`` must give the same result whether a series arrives in one batch or one
+value at a time.
+
+A detector also owns the meaning of its alerts: ``unit_score`` puts its raw score on the
+one 0..1 scale every alert uses, ``abnormal`` says per value whether the series is still
+abnormal in its own terms (so an incident knows when it is over), and ``resolve_after`` is
+how many normal steps end an incident (0: only the end of the run does).
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -30,10 +39,112 @@ class Finding:
     contributors: list = field(default_factory=list)  # metrics behind a multivariate finding
 
 
-class Detector(ABC):
-    """Scores each value against what came before it, then learns it."""
+# -- parameter constraints (in the spirit of scikit-learn's ``_parameter_constraints``) ----
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A number of ``kind`` (Integral or Real) in [lo, hi] (open where ``closed`` says)."""
+
+    kind: type
+    lo: float | None = None
+    hi: float | None = None
+    closed: str = "both"  # "both" | "left" | "right" | "neither"
+
+    def ok(self, v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, self.kind):
+            return False
+        if isinstance(v, float) and math.isnan(v):
+            return False
+        lo_ok = self.lo is None or (v >= self.lo if self.closed in ("both", "left")
+                                    else v > self.lo)
+        hi_ok = self.hi is None or (v <= self.hi if self.closed in ("both", "right")
+                                    else v < self.hi)
+        return lo_ok and hi_ok
+
+    def __str__(self) -> str:
+        what = "an integer" if self.kind is Integral else "a number"
+        lb = "[" if self.closed in ("both", "left") else "("
+        rb = "]" if self.closed in ("both", "right") else ")"
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"{what} in {lb}{lo}, {hi}{rb}"
+
+
+@dataclass(frozen=True)
+class Options:
+    """One of a fixed set of values."""
+
+    values: tuple
+
+    def ok(self, v) -> bool:
+        return v in self.values
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(repr(x) for x in self.values)
+
+
+POSITIVE_INT = Interval(Integral, 1)
+NON_NEGATIVE_INT = Interval(Integral, 0)
+POSITIVE = Interval(Real, 0, None, "neither")
+UNIT = Interval(Real, 0, 1, "neither")  # a fraction or smoothing factor in (0, 1)
+SEVERITY = Options(("info", "warning", "critical"))
+DIRECTION = Options(("up", "down", "both"))
+BOOL = Options((True, False))
+
+
+def check_params(cls, params: dict, what: str = "detector") -> None:
+    """Raise ValueError naming the parameter when ``params`` does not fit ``cls``.
+
+    Unknown names are refused with the known ones listed; a value that breaks the class's
+    ``parameter_constraints`` is refused with what it must be.
+    """
+    name = getattr(cls, "name", cls.__name__)
+    sig = inspect.signature(cls.__init__)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    known = [p for p in sig.parameters if p != "self"
+             and sig.parameters[p].kind not in (inspect.Parameter.VAR_KEYWORD,
+                                                inspect.Parameter.VAR_POSITIONAL)]
+    for k, v in params.items():
+        if k not in known and not takes_any:
+            raise ValueError(f"{what} {name!r}: unknown parameter {k!r}; "
+                             f"known: {', '.join(known) or 'none'}")
+        rule = getattr(cls, "parameter_constraints", {}).get(k)
+        if rule is not None and not rule.ok(v):
+            raise ValueError(f"{what} {name!r}: parameter {k!r} must be {rule}, got {v!r}")
+
+
+def build(cls, params: dict, what: str = "detector"):
+    """An instance of ``cls`` with ``params``, checked first (see :func:`check_params`)."""
+    check_params(cls, params, what)
+    return cls(**params)
+
+
+# -- the contract ------------------------------------------------------------------------
+
+
+class AlertSemantics:
+    """What a detector's score means for an alert (shared by detectors and run rules)."""
 
     name: str = ""
+    parameter_constraints: dict = {}
+    resolve_after: int = 50  # normal steps that end an incident; 0 = only the end of the run
+    score_scale: float = 1.0  # raw |score| equal to this maps to 0.5 on the 0..1 scale
+
+    def unit_score(self, score: float) -> float:
+        """The raw score of a finding on the one 0..1 scale of every alert."""
+        if not math.isfinite(score):
+            return 1.0
+        a = abs(score)
+        return round(a / (a + self.score_scale), 4)
+
+    def abnormal(self, values: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
+        """Per value: is the series still abnormal in this detector's terms?"""
+        return np.zeros(len(values), dtype=bool)
+
+
+class Detector(AlertSemantics, ABC):
+    """Scores each value against what came before it, then learns it."""
 
     def new_state(self) -> dict:
         return {}
@@ -47,3 +158,23 @@ class Detector(ABC):
         Returns one score per value (NaN where the detector has no opinion yet) and
         the findings, in order. Mutates ``state``.
         """
+
+
+class UnitScored(AlertSemantics):
+    """Mixin for detectors whose scores are already calibrated to 0..1."""
+
+    def unit_score(self, score: float) -> float:
+        if not math.isfinite(score):
+            return 1.0
+        return round(min(max(float(score), 0.0), 1.0), 4)
+
+
+def score_over(scores: np.ndarray, limit: float, sign: float = 0.0) -> np.ndarray:
+    """Scores beyond ``limit`` (upwards with sign > 0, downwards with sign < 0, else |s|);
+    NaN (no opinion) is not beyond."""
+    s = np.nan_to_num(np.asarray(scores, dtype=float), nan=0.0)
+    if sign > 0:
+        return s > limit
+    if sign < 0:
+        return s < -limit
+    return np.abs(s) > limit

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import Detector, Finding
+from telltale.detectors.base import (
+    POSITIVE_INT,
+    SEVERITY,
+    UNIT,
+    Detector,
+    Finding,
+    Interval,
+    score_over,
+)
 
 
 class Divergence(Detector):
@@ -18,12 +27,22 @@ class Divergence(Detector):
     """
 
     name = "divergence"
+    parameter_constraints = {"alpha": UNIT, "ratio": Interval(Real, 1, None, "neither"),
+                             "patience": POSITIVE_INT, "min_periods": POSITIVE_INT,
+                             "best_slowdown": Interval(Real, 0, 1, "right"),
+                             "severity": SEVERITY}
+    resolve_after = 50
 
     def __init__(self, alpha: float = 0.1, ratio: float = 2.0, patience: int = 10,
                  min_periods: int = 20, best_slowdown: float = 0.2, severity: str = "critical"):
         self.alpha, self.ratio, self.patience = alpha, ratio, patience
         self.slow_alpha = alpha * best_slowdown
         self.min_periods, self.severity = min_periods, severity
+        self.score_scale = (ratio - 1) / 2
+
+    def abnormal(self, values, scores):
+        """Above the re-arm mark: half-way between the best level and ``ratio`` × it."""
+        return score_over(scores, (self.ratio - 1) / 2, 1.0)
 
     def new_state(self) -> dict:
         return {"level": None, "slow": None, "best": None, "n": 0, "above": 0,

@@ -7,7 +7,16 @@ import math
 
 import numpy as np
 
-from telltale.detectors.base import Detector, Finding
+from telltale.detectors.base import (
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    SEVERITY,
+    UNIT,
+    Detector,
+    Finding,
+    score_over,
+)
 
 
 class Growth(Detector):
@@ -15,11 +24,19 @@ class Growth(Detector):
     the value rose by more than ``rel`` of its level with ≥ ``up_fraction`` rising steps."""
 
     name = "growth"
+    parameter_constraints = {"span": POSITIVE_INT, "min_points": POSITIVE_INT, "rel": POSITIVE,
+                             "up_fraction": UNIT, "warmup": NON_NEGATIVE_INT,
+                             "severity": SEVERITY}
+    resolve_after = 150
 
     def __init__(self, span: int = 150, min_points: int = 6, rel: float = 0.03,
                  up_fraction: float = 0.75, warmup: int = 100, severity: str = "warning"):
         self.span, self.min_points, self.rel = span, min_points, rel
         self.up_fraction, self.warmup, self.severity = up_fraction, warmup, severity
+        self.score_scale = rel / 2
+
+    def abnormal(self, values, scores):
+        return score_over(scores, self.rel / 3, 1.0)
 
     def new_state(self) -> dict:
         return {"pts": [], "first": None, "active": False}

@@ -7,10 +7,21 @@ flat however fast requests arrive.
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import Detector, Finding
+from telltale.detectors.base import (
+    POSITIVE,
+    POSITIVE_INT,
+    SEVERITY,
+    UNIT,
+    Detector,
+    Finding,
+    Interval,
+    Options,
+    score_over,
+)
 
 
 class _Windowed(Detector):
@@ -18,6 +29,14 @@ class _Windowed(Detector):
 
     keep = 1000
     every = 50
+    clear = 0.0  # a score at or below this is back to normal (the detector's re-arm mark)
+
+    @property
+    def resolve_after(self) -> int:
+        return 3 * self.every  # scores come every ``every`` values: several clear ones
+
+    def abnormal(self, values, scores):
+        return score_over(scores, self.clear, 1.0)
 
     def new_state(self) -> dict:
         return {"buf": [], "n": 0, "active": False}
@@ -57,12 +76,16 @@ class SLOBreach(_Windowed):
     """More than ``budget`` of the last ``window`` values above ``slo`` (e.g. p99 ≤ SLO)."""
 
     name = "slo"
+    parameter_constraints = {"slo": POSITIVE, "window": POSITIVE_INT, "budget": UNIT,
+                             "min_values": POSITIVE_INT, "every": POSITIVE_INT,
+                             "severity": SEVERITY}
 
     def __init__(self, slo: float = math.inf, window: int = 500, budget: float = 0.01,
                  min_values: int = 100, every: int = 50, severity: str = "critical"):
         self.slo, self.window, self.budget = slo, window, budget
         self.min_values, self.every, self.keep = min_values, every, window
         self.severity = severity
+        self.clear, self.score_scale = budget / 2, budget
 
     def evaluate(self, state, buf, i):
         if len(buf) < self.min_values or not math.isfinite(self.slo):
@@ -87,6 +110,10 @@ class QuantileRegression(_Windowed):
     ``reference`` values before them (latency regressions)."""
 
     name = "p99"
+    parameter_constraints = {"q": Interval(Real, 0, 100, "neither"), "recent": POSITIVE_INT,
+                             "reference": POSITIVE_INT, "min_reference": POSITIVE_INT,
+                             "factor": Interval(Real, 1, None, "neither"),
+                             "every": POSITIVE_INT, "severity": SEVERITY}
 
     def __init__(self, q: float = 99.0, recent: int = 200, reference: int = 1000,
                  min_reference: int = 300, factor: float = 1.5, every: int = 50,
@@ -95,6 +122,7 @@ class QuantileRegression(_Windowed):
         self.min_reference, self.factor, self.every = min_reference, factor, every
         self.keep = recent + reference
         self.severity = severity
+        self.clear, self.score_scale = math.sqrt(factor), factor
 
     def evaluate(self, state, buf, i):
         if len(buf) < self.recent + self.min_reference:
@@ -121,6 +149,10 @@ class ErrorBurst(_Windowed):
     baseline rate explains (binomial tail probability below ``alpha``)."""
 
     name = "errorburst"
+    parameter_constraints = {"recent": POSITIVE_INT, "reference": POSITIVE_INT,
+                             "min_rate": UNIT, "alpha": UNIT, "min_errors": POSITIVE_INT,
+                             "every": POSITIVE_INT, "severity": SEVERITY}
+    clear = 2.0  # -log10(p) of the re-arm mark p = 0.01
 
     def __init__(self, recent: int = 100, reference: int = 2000, min_rate: float = 0.001,
                  alpha: float = 1e-6, min_errors: int = 5, every: int = 10,
@@ -129,6 +161,7 @@ class ErrorBurst(_Windowed):
         self.alpha, self.min_errors, self.every = alpha, min_errors, every
         self.keep = recent + reference
         self.severity = severity
+        self.score_scale = -math.log10(alpha)
 
     def evaluate(self, state, buf, i):
         if len(buf) < 2 * self.recent:
@@ -183,6 +216,10 @@ class Drift(_Windowed):
     """
 
     name = "drift"
+    parameter_constraints = {"recent": POSITIVE_INT, "reference_size": POSITIVE_INT,
+                             "reference": Options(("first", "sliding")),
+                             "psi_threshold": POSITIVE, "alpha": UNIT,
+                             "every": POSITIVE_INT, "severity": SEVERITY}
 
     def __init__(self, recent: int = 500, reference_size: int = 1000,
                  reference: str = "first", psi_threshold: float = 0.25, alpha: float = 1e-4,
@@ -193,6 +230,7 @@ class Drift(_Windowed):
         self.psi_threshold, self.alpha, self.every = psi_threshold, alpha, every
         self.keep = recent + (0 if reference == "first" else reference_size)
         self.severity = severity
+        self.clear, self.score_scale = psi_threshold / 2, psi_threshold
 
     def new_state(self) -> dict:
         return {**super().new_state(), "ref": []}

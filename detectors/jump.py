@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import Detector, Finding
+from telltale.detectors.base import SEVERITY, Detector, Finding, Interval, score_over
 
 
 class Jump(Detector):
     """Finding when x_t / x_(t-1) > ``factor`` (both positive and finite)."""
 
     name = "jump"
+    parameter_constraints = {"factor": Interval(Real, 1, None, "neither"), "severity": SEVERITY}
+    resolve_after = 20
 
     def __init__(self, factor: float = 10.0, severity: str = "critical"):
         self.factor, self.severity = factor, severity
+        self.score_scale = factor / 2
+
+    def abnormal(self, values, scores):
+        return score_over(scores, self.factor, 1.0)
 
     def new_state(self) -> dict:
         return {"prev": None}

@@ -7,18 +7,36 @@ median, a sustained 2× slowdown moves the recent one.
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import Detector, Finding
+from telltale.detectors.base import (
+    DIRECTION,
+    POSITIVE_INT,
+    SEVERITY,
+    Detector,
+    Finding,
+    Interval,
+    score_over,
+)
 
 
 class LevelShift(Detector):
     """Finding when median(last ``recent``) / median(``reference`` before them) leaves
-    [1/``factor``, ``factor``] (only upwards or downwards with ``direction``); re-arms when
-    the ratio is back within √factor."""
+    [1/``factor``, ``factor``] (only upwards or downwards with ``direction``).
+
+    While the shift lasts the reference median is the one from before it (frozen), so a
+    slowdown that stays is one open incident, not a new normal; it is over when the recent
+    median is back within √factor of that reference.
+    """
 
     name = "levelshift"
+    parameter_constraints = {"recent": POSITIVE_INT, "reference": POSITIVE_INT,
+                             "min_reference": POSITIVE_INT,
+                             "factor": Interval(Real, 1, None, "neither"),
+                             "direction": DIRECTION, "severity": SEVERITY}
+    resolve_after = 100
 
     def __init__(self, recent: int = 15, reference: int = 200, min_reference: int = 50,
                  factor: float = 1.8, direction: str = "both", severity: str = "warning"):
@@ -27,9 +45,13 @@ class LevelShift(Detector):
         self.recent, self.reference, self.min_reference = recent, reference, min_reference
         self.factor, self.severity = factor, severity
         self.sign = {"up": 1.0, "down": -1.0, "both": 0.0}[direction]
+        self.score_scale = 0.5 * math.log(factor)
+
+    def abnormal(self, values, scores):
+        return score_over(scores, 0.5 * math.log(self.factor), self.sign)
 
     def new_state(self) -> dict:
-        return {"buf": [], "active": False}
+        return {"buf": [], "active": False, "frozen": None}
 
     def update(self, state, steps, values):
         buf = state["buf"]
@@ -58,21 +80,25 @@ class LevelShift(Detector):
             win = np.lib.stride_tricks.sliding_window_view(arr, keep)[old + first_full + 1 - keep:]
             ref_med[first_full:] = np.median(win[:, :-recent], axis=1)
             cur_med[first_full:] = np.median(win[:, -recent:], axis=1)
+        frozen = state.get("frozen")
         for k, i in enumerate(ok.tolist()):
             ref, cur = float(ref_med[k]), float(cur_med[k])
             if ref != ref:  # still filling
                 continue
+            if active and frozen is not None:
+                ref = frozen
             r = math.log(cur / ref)
             scores[i] = r
             if not active and (self.sign * r if self.sign else abs(r)) > lim:
-                active = True
+                active, frozen = True, ref
                 findings.append(Finding(
                     i, self.name, self.severity, r,
                     f"median of the last {self.recent} values {cur:.4g} is "
                     f"{math.exp(r):.2f}× the median {ref:.4g} before them",
                     {"recent_median": cur, "reference_median": ref}))
             elif active and abs(r) < rearm:
-                active = False
+                active, frozen = False, None
         state["buf"] = arr[-keep:].tolist()
         state["active"] = active
+        state["frozen"] = frozen
         return scores, findings

@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-from telltale.detectors.base import Detector, Finding
+from telltale.detectors.base import SEVERITY, UNIT, Detector, Finding, UnitScored, score_over
 
 _LOG_FLOOR = math.log(1.0 - 0.9999999999)
 
@@ -83,10 +83,14 @@ def _log_scale(likelihood: float) -> float:
     return min(max(math.log(1.0000000001 - likelihood) / _LOG_FLOOR, 0.0), 1.0)
 
 
-class LikelihoodEnsemble(Detector):
+class LikelihoodEnsemble(UnitScored, Detector):
     """Anomaly score in 0..1 per value: max of two anomaly likelihoods, new peaks only."""
 
     name = "likelihood"
+    parameter_constraints = {"threshold": UNIT, "change_alpha": UNIT, "severity": SEVERITY}
+
+    def abnormal(self, values, scores):
+        return score_over(scores, self.threshold, 1.0)
 
     def __init__(self, dims: tuple[int, ...] = (4, 8, 16), history: int = 1000,
                  change_alpha: float = 0.01,

@@ -20,11 +20,29 @@ from collections import OrderedDict
 
 import numpy as np
 
-from telltale.detectors.base import Detector, Finding
+from telltale.detectors.base import (
+    BOOL,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    SEVERITY,
+    UNIT,
+    Detector,
+    Finding,
+    UnitScored,
+    score_over,
+)
 from telltale.detectors.runrules import RuleFinding, RunRule
 
 _MODELS: OrderedDict = OrderedDict()  # (fit nonce) -> fitted model; bounded LRU
 _MAX_MODELS = 2048
+
+
+def _cache_put(nonce: str, model) -> None:
+    """Keep a fitted model, dropping the least recently used beyond ``_MAX_MODELS``."""
+    _MODELS[nonce] = model
+    _MODELS.move_to_end(nonce)
+    while len(_MODELS) > _MAX_MODELS:
+        _MODELS.popitem(last=False)
 
 
 class ReferenceScorer:
@@ -54,7 +72,7 @@ class ReferenceScorer:
         fit = {"nonce": nonce, "ref": train.tolist(), "center": center.tolist(),
                "scale": scale.tolist()}
         model = self._build(fit)
-        _MODELS[nonce] = model
+        _cache_put(nonce, model)
         if self.kind == "knn":
             raw = self._raw(model, (ref - center) / scale, self_included=True)
         else:
@@ -66,9 +84,7 @@ class ReferenceScorer:
         m = _MODELS.get(fit["nonce"])
         if m is None:
             m = self._build(fit)
-            _MODELS[fit["nonce"]] = m
-            if len(_MODELS) > _MAX_MODELS:
-                _MODELS.popitem(last=False)
+            _cache_put(fit["nonce"], m)
         else:
             _MODELS.move_to_end(fit["nonce"])
         return m
@@ -123,10 +139,19 @@ def calibrate(raw: np.ndarray, calib: np.ndarray) -> np.ndarray:
     return u
 
 
-class ShingleModel(Detector):
+class ShingleModel(UnitScored, Detector):
     """Base of the univariate scikit-learn detectors (see the module docstring)."""
 
     kind = "knn"
+    parameter_constraints = {"shingle": POSITIVE_INT, "reference": POSITIVE_INT,
+                             "refit_every": POSITIVE_INT, "min_reference": POSITIVE_INT,
+                             "threshold": UNIT, "log": BOOL, "cooldown": NON_NEGATIVE_INT,
+                             "severity": SEVERITY, "k": POSITIVE_INT, "nu": UNIT,
+                             "trees": POSITIVE_INT, "seed": NON_NEGATIVE_INT}
+
+    def abnormal(self, values, scores):
+        """Still past the calibrated 99th percentile of the reference."""
+        return score_over(scores, 0.99, 1.0)
 
     def __init__(self, shingle: int = 8, reference: int = 256, refit_every: int = 128,
                  min_reference: int = 64, threshold: float = 0.9999, log: bool = False,
@@ -232,12 +257,16 @@ class IsolationForestDetector(ShingleModel):
     kind = "iforest"
 
 
-class MultivariateKNN(RunRule):
+class MultivariateKNN(UnitScored, RunRule):
     """KNN distance of a rank's vector of ``kinds`` metrics at one step (log scale for
     positive metrics) to a sliding reference of earlier steps; names the metrics that
     differ most from the nearest neighbours."""
 
     name = "mvknn"
+    parameter_constraints = {"min_metrics": POSITIVE_INT, "reference": POSITIVE_INT,
+                             "refit_every": POSITIVE_INT, "min_reference": POSITIVE_INT,
+                             "threshold": UNIT, "cooldown": NON_NEGATIVE_INT, "k": POSITIVE_INT,
+                             "severity": SEVERITY}
 
     def __init__(self, kinds=("train",), exclude=("lr", "*learning_rate*"), min_metrics: int = 3,
                  reference: int = 256, refit_every: int = 128, min_reference: int = 64,
@@ -313,10 +342,3 @@ class MultivariateKNN(RunRule):
             {"raw": float(raw), "calibrated": float(u),
              "deviation": {rs["metrics"][j]: float(dev[j]) for j in order}},
             contributors=names))
-
-
-def state_size(state: dict) -> int:
-    """Bytes of a state's JSON (to watch what a table holds)."""
-    import json
-
-    return len(json.dumps(state))

@@ -11,6 +11,13 @@ class NonFinite(Detector):
     """Critical finding on the first NaN/Inf after a finite value (or at the start)."""
 
     name = "nonfinite"
+    resolve_after = 20
+
+    def unit_score(self, score: float) -> float:
+        return 1.0
+
+    def abnormal(self, values, scores):
+        return ~np.isfinite(values)
 
     def new_state(self) -> dict:
         return {"bad": False}

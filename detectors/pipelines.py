@@ -5,8 +5,15 @@ matches a metric name (fnmatch, case-insensitive) decides which detectors watch 
 the detectors' parameters (thresholds, directions) are the alert decision for that family.
 Run-level rules (cross-metric, cross-rank) are listed in ``DEFAULT_RUN_RULES``.
 
+Findings are grouped into incidents by *family* (``DEFAULT_FAMILIES``): metrics that show
+one problem (a loss and its accuracy, step time and samples/s) join one open incident
+instead of paging once each.
+
 Override with a JSON file through ``TELLTALE_PIPELINES``: either a list of metric rules,
-or ``{"metrics": [...], "run_rules": [["overfit", {...}], ["mvknn", {}]]}``.
+or ``{"metrics": [...], "run_rules": [["overfit", {...}], ["mvknn", {}]],
+"families": [["*loss*", "optimisation"], ...]}``. Every configured detector is built
+(and its parameters checked) when the pipelines load, so a misspelt parameter is an error
+at start-up that names it.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import fnmatch
 import json
 from functools import lru_cache
 
-from telltale.detectors.base import Detector
+from telltale.detectors.base import AlertSemantics, Detector, build
 from telltale.detectors.divergence import Divergence
 from telltale.detectors.growth import Growth
 from telltale.detectors.inference import Drift, ErrorBurst, QuantileRegression, SLOBreach
@@ -39,9 +46,12 @@ REGISTRY: dict[str, type[Detector]] = {
 
 _NF = ("nonfinite", {})
 _LOGZ = ("zscore", {"log": True, "threshold": 8.0})
-# timing: only slower is a fault (a speed-up is good news); throughput: only lower
-_TIMING = [_NF, ("levelshift", {"direction": "up"}), ("spikerate", {})]
-_RATE = [_NF, ("levelshift", {"direction": "down"})]
+# timing: a slowdown is the run going at half speed or worse (the median of the last 25
+# steps at 2× the median of the 400 before them); only slower is a fault (a speed-up is
+# good news); throughput: only lower
+_SHIFT = {"factor": 2.0, "recent": 25, "reference": 400}
+_TIMING = [_NF, ("levelshift", {"direction": "up", **_SHIFT}), ("spikerate", {})]
+_RATE = [_NF, ("levelshift", {"direction": "down", **_SHIFT})]
 
 DEFAULT_PIPELINES: list[tuple[str, list[tuple[str, dict]]]] = [
     # loss-like: broken values, upward spikes (log scale: batch losses are multiplicative
@@ -83,6 +93,22 @@ DEFAULT_PIPELINES: list[tuple[str, list[tuple[str, dict]]]] = [
 
 DEFAULT_RUN_RULES: list[tuple[str, dict]] = [("overfit", {}), ("straggler", {})]
 
+# metric glob -> family: findings of one family in one run are one incident; first match
+# wins, a metric that matches none is a family of its own
+DEFAULT_FAMILIES: list[tuple[str, str]] = [
+    ("*loss*", "optimisation"), ("*acc*", "optimisation"), ("*grad*", "optimisation"),
+    ("*param*norm*", "optimisation"), ("*weight*norm*", "optimisation"),
+    ("*update_ratio*", "optimisation"), ("lr", "optimisation"),
+    ("*learning_rate*", "optimisation"), ("*perplexity*", "optimisation"),
+    ("*step_time*", "speed"), ("*per_s*", "speed"), ("*throughput*", "speed"),
+    ("*wait*", "speed"), ("*cpu*", "speed"), ("*duration*", "speed"),
+    ("*latency*", "latency"), ("*ttft*", "latency"),
+    ("error", "errors"), ("*errors*", "errors"),
+    ("*rss*", "memory"), ("*mem*", "memory"),
+    ("pred*", "drift"), ("input_*", "drift"), ("feature_*", "drift"),
+]
+NONFINITE_FAMILY = "nonfinite"  # a run gone NaN/Inf: every later finding is its consequence
+
 
 def _run_rule_registry() -> dict:
     from telltale.detectors.ml import MultivariateKNN
@@ -92,50 +118,80 @@ def _run_rule_registry() -> dict:
 
 
 class Pipelines:
-    """Maps a metric name to its detectors (instances are shared; state is not)."""
+    """Maps a metric name to its detectors and family (instances are shared; state is not).
 
-    def __init__(self, rules=None, run_rules=None):
-        self.rules = [(p.lower(), [(n, dict(kw)) for n, kw in dets])
-                      for p, dets in (rules or DEFAULT_PIPELINES)]
-        for _, dets in self.rules:
-            for n, _ in dets:
+    Every detector and run rule is built once, here, so bad parameters fail at load.
+    """
+
+    def __init__(self, rules=None, run_rules=None, families=None):
+        self.rules = []
+        for p, dets in (rules or DEFAULT_PIPELINES):
+            built = []
+            for n, kw in dets:
                 if n not in REGISTRY:
-                    raise ValueError(f"unknown detector {n!r}; known: {sorted(REGISTRY)}")
+                    raise ValueError(f"unknown detector {n!r} (pattern {p!r}); "
+                                     f"known: {sorted(REGISTRY)}")
+                built.append(build(REGISTRY[n], dict(kw)))
+            self.rules.append((p.lower(), built))
         known = _run_rule_registry()
         self.run_rule_specs = [(n, dict(kw)) for n, kw in
                                (DEFAULT_RUN_RULES if run_rules is None else run_rules)]
-        for n, _ in self.run_rule_specs:
+        self._run_rules = []
+        for n, kw in self.run_rule_specs:
             if n not in known:
                 raise ValueError(f"unknown run rule {n!r}; known: {sorted(known)}")
+            self._run_rules.append(build(known[n], kw, "run rule"))
+        self.families = [(p.lower(), f) for p, f in (families or DEFAULT_FAMILIES)]
         self._cache: dict[str, list[Detector]] = {}
+        self._fallback = AlertSemantics()
+        self._kinds: dict[str, AlertSemantics] = {}
 
     @classmethod
     def from_file(cls, path: str) -> Pipelines:
         with open(path) as f:
             doc = json.load(f)
-        metrics, run_rules = (doc, None) if isinstance(doc, list) else (
-            doc.get("metrics"), doc.get("run_rules"))
+        metrics, run_rules, families = (doc, None, None) if isinstance(doc, list) else (
+            doc.get("metrics"), doc.get("run_rules"), doc.get("families"))
         return cls([(p, [tuple(d) for d in dets]) for p, dets in metrics] if metrics else None,
-                   [tuple(r) for r in run_rules] if run_rules is not None else None)
+                   [tuple(r) for r in run_rules] if run_rules is not None else None,
+                   [tuple(f) for f in families] if families else None)
 
     def run_rules(self) -> list:
-        """Fresh run-level rule instances (their state lives in the run's state)."""
-        known = _run_rule_registry()
-        return [known[n](**kw) for n, kw in self.run_rule_specs]
+        """The run-level rules (stateless; their state lives in the run's state)."""
+        return list(self._run_rules)
 
     def for_metric(self, metric: str) -> list[Detector]:
         dets = self._cache.get(metric)
         if dets is None:
-            dets = _build(self.rules, metric.lower())
-            self._cache[metric] = dets
+            name = metric.lower()
+            dets = next((d for p, d in self.rules if fnmatch.fnmatchcase(name, p)), [])
+            if len(self._cache) < 100_000:  # metric names come from users: bounded
+                self._cache[metric] = dets
         return dets
 
+    def semantics(self, metric: str, detector: str) -> AlertSemantics:
+        """The detector (or run rule) behind a finding: it owns the alert's meaning."""
+        for d in self.for_metric(metric):
+            if d.name == detector:
+                return d
+        for r in self._run_rules:
+            if r.name == detector:
+                return r
+        sem = self._kinds.get(detector)
+        if sem is None:  # a detector this configuration does not run: its kind's defaults
+            cls = REGISTRY.get(detector) or _run_rule_registry().get(detector)
+            sem = self._kinds[detector] = cls() if cls is not None else self._fallback
+        return sem
 
-def _build(rules, name: str) -> list[Detector]:
-    for pattern, dets in rules:
-        if fnmatch.fnmatchcase(name, pattern):
-            return [REGISTRY[n](**kw) for n, kw in dets]
-    return []
+    def family(self, metric: str, detector: str) -> str:
+        """The incident family of a finding (see ``DEFAULT_FAMILIES``)."""
+        if detector == "nonfinite":
+            return NONFINITE_FAMILY
+        name = metric.lower()
+        for p, fam in self.families:
+            if fnmatch.fnmatchcase(name, p):
+                return fam
+        return f"metric:{metric}"
 
 
 @lru_cache(maxsize=1)

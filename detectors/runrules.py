@@ -13,10 +13,18 @@ import fnmatch
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import Finding
+from telltale.detectors.base import (
+    POSITIVE_INT,
+    SEVERITY,
+    UNIT,
+    AlertSemantics,
+    Finding,
+    Interval,
+)
 
 
 @dataclass(slots=True)
@@ -30,6 +38,7 @@ class SeriesBatch:
     ts: np.ndarray
     values: np.ndarray
     seq: np.ndarray  # position of each value's event in the batch
+    host: str = ""  # the series' host tag, when its events carry one
 
 
 @dataclass(slots=True)
@@ -44,8 +53,10 @@ class RuleFinding:
     finding: Finding
 
 
-class RunRule(ABC):
-    name: str = ""
+class RunRule(AlertSemantics, ABC):
+    """A rule over a run's series; it owns its alert semantics like a detector does."""
+
+    resolve_after = 0  # run rules give no per-step signal of being normal: the run's end
 
     def new_state(self) -> dict:
         return {}
@@ -67,19 +78,26 @@ def _merge(series: list[SeriesBatch]) -> list[tuple[int, int, float, float, Seri
 
 
 class Overfit(RunRule):
-    """Validation loss rose well above its best for ``patience`` evaluations in a row while
-    the training loss kept falling (its EWMA at most ``train_drop`` × its value when the
-    validation loss was best)."""
+    """Overfitting, stated in evaluation points: the validation loss has stayed above
+    ``(1 + rel)`` × its best + ``abs_`` for ``patience`` evaluations in a row, while the
+    training loss kept improving (its EWMA now below its EWMA at the validation best).
+
+    The margin is the usual early-stopping sense of "worse than the best", relative to the
+    loss's own level; ``patience`` is the evidence count (two evaluations, so one noisy
+    evaluation never fires). Nothing depends on how often the run evaluates.
+    """
 
     name = "overfit"
+    parameter_constraints = {"rel": Interval(Real, 0), "abs_": Interval(Real, 0),
+                             "patience": POSITIVE_INT, "alpha": UNIT, "severity": SEVERITY}
+    score_scale = 0.25
 
     def __init__(self, val_patterns=("val*loss", "eval*loss", "validation*loss"),
                  train_patterns=("loss", "train*loss"), rel: float = 0.25, abs_: float = 0.02,
-                 patience: int = 3, train_drop: float = 0.5, alpha: float = 0.1,
-                 severity: str = "warning"):
+                 patience: int = 2, alpha: float = 0.1, severity: str = "warning"):
         self.val_patterns, self.train_patterns = val_patterns, train_patterns
         self.rel, self.abs_, self.patience = rel, abs_, patience
-        self.train_drop, self.alpha, self.severity = train_drop, alpha, severity
+        self.alpha, self.severity = alpha, severity
 
     def new_state(self) -> dict:
         return {"ema": None, "best": None, "best_step": None, "best_train": None,
@@ -106,21 +124,26 @@ class Overfit(RunRule):
                 state.update(best=x, best_step=step, best_train=ema, streak=0)
                 continue
             bound = (1 + self.rel) * best + self.abs_
-            falling = (ema is not None and state["best_train"] is not None
-                       and ema <= self.train_drop * state["best_train"])
-            if x > bound and falling:
+            improving = (ema is not None and state["best_train"] is not None
+                         and ema < state["best_train"])
+            if x > bound and improving:
                 state["streak"] += 1
                 if state["streak"] >= self.patience and not state["active"]:
                     state["active"] = True
                     rise = (x - best) / max(abs(best), 1e-12)
                     out.append(RuleFinding(s.metric, s.rank, step, ts, x, Finding(
-                        0, self.name, self.severity, min(1.0, rise / (1 + rise)),
+                        0, self.name, self.severity, rise,
                         f"{x:.4g} has stayed above {bound:.4g} (best {best:.4g} at step "
                         f"{state['best_step']}) for {state['streak']} evaluations while the "
                         f"training loss fell to {ema:.4g} (from {state['best_train']:.4g}): "
                         "overfitting", {"best": best, "best_step": state["best_step"],
                                         "train_loss": ema, "train_loss_at_best":
                                         state["best_train"]},
+                        explanation=(
+                            f"{s.metric} {x:.4g} at step {step} is {rise:.0%} above its best "
+                            f"{best:.4g} (step {state['best_step']}) for {state['streak']} "
+                            f"evaluations in a row, while the training loss kept falling "
+                            f"({state['best_train']:.4g} → {ema:.4g})"),
                         cause="the model is memorising the training data "
                               "(validation loss rising while training loss falls)",
                         action="consider early stopping at the best checkpoint, more data or "
@@ -138,6 +161,10 @@ class Straggler(RunRule):
     steps in a row (runs with at least ``min_ranks`` ranks)."""
 
     name = "straggler"
+    parameter_constraints = {"ratio": Interval(Real, 1, None, "neither"),
+                             "patience": POSITIVE_INT, "min_ranks": Interval(Real, 2),
+                             "max_pending": POSITIVE_INT, "severity": SEVERITY}
+    score_scale = 0.5
 
     def __init__(self, patterns=("*step_time*",), ratio: float = 1.5, patience: int = 5,
                  min_ranks: int = 3, max_pending: int = 16, severity: str = "warning"):
@@ -157,9 +184,12 @@ class Straggler(RunRule):
         for metric, series in sorted(by_metric.items()):
             st = state["m"].setdefault(metric, {"ranks": [], "pending": {}, "streak": {},
                                                 "active": {}})
+            hosts = st.setdefault("hosts", {})
             for _q, step, x, ts, s in _merge(series):
                 if s.rank not in st["ranks"]:
                     st["ranks"].append(s.rank)
+                if s.host and s.rank not in hosts:
+                    hosts[s.rank] = s.host
                 if not (math.isfinite(x) and x > 0):
                     continue
                 st["pending"].setdefault(str(step), {})[s.rank] = [x, ts]
@@ -189,15 +219,23 @@ class Straggler(RunRule):
                         st["active"].pop(rank, None)
                 if st["streak"][rank] >= self.patience and not st["active"].get(rank):
                     st["active"][rank] = True
+                    host = st.get("hosts", {}).get(rank, "")
+                    on = f" on {host}" if host else ""
                     out.append(RuleFinding(metric, rank, step, ts, x, Finding(
-                        0, self.name, self.severity, min(1.0, (r - 1) / r),
-                        f"of rank {rank} is {r:.2f}× the median of its {len(peers)} peers "
+                        0, self.name, self.severity, r - 1,
+                        f"of rank {rank}{on} is {r:.2f}× the median of its {len(peers)} peers "
                         f"({x:.4g} vs {med:.4g}) for {st['streak'][rank]} steps: straggler",
-                        {"ratio": r, "peer_median": med, "ranks": len(vals)},
-                        cause=f"rank {rank} is slower than the others (its host or device, "
+                        {"ratio": r, "peer_median": med, "ranks": len(vals), "host": host},
+                        explanation=(
+                            f"rank {rank}{on} is the straggler: its {metric} {x:.4g} at step "
+                            f"{step} is {r:.2f}× the median {med:.4g} of the other "
+                            f"{len(peers)} ranks, for {st['streak'][rank]} steps in a row"),
+                        cause=f"rank {rank}{on} is slower than the others (its host or device, "
                               "data loading or a noisy neighbour); every rank waits for it",
-                        action=f"check the host of rank {rank}: CPU/GPU load, throttling, "
-                               "I/O and data-loader workers")))
+                        action=f"check {host or f'the host of rank {rank}'}: CPU/GPU load, "
+                               "throttling, I/O and data-loader workers",
+                        contributors=[metric, f"rank {rank}", *([f"host {host}"] if host
+                                                                 else [])])))
 
 
 def _match(name: str, patterns) -> bool:

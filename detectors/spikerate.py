@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, insort
+from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import Detector, Finding
+from telltale.detectors.base import (
+    POSITIVE_INT,
+    SEVERITY,
+    Detector,
+    Finding,
+    Interval,
+    score_over,
+)
 
 
 class SpikeRate(Detector):
@@ -19,11 +27,20 @@ class SpikeRate(Detector):
     ``reference`` values fall within ``span`` steps; then quiet for ``span`` steps."""
 
     name = "spikerate"
+    parameter_constraints = {"factor": Interval(Real, 1, None, "neither"),
+                             "count": POSITIVE_INT, "span": POSITIVE_INT,
+                             "reference": POSITIVE_INT, "min_reference": POSITIVE_INT,
+                             "severity": SEVERITY}
+    resolve_after = 100
 
     def __init__(self, factor: float = 8.0, count: int = 3, span: int = 100,
                  reference: int = 200, min_reference: int = 50, severity: str = "warning"):
         self.factor, self.count, self.span = factor, count, span
         self.reference, self.min_reference, self.severity = reference, min_reference, severity
+        self.score_scale = factor / 2
+
+    def abnormal(self, values, scores):
+        return score_over(scores, self.factor, 1.0)
 
     def new_state(self) -> dict:
         return {"buf": [], "spikes": [], "quiet_until": None}

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import Detector, Finding
+from telltale.detectors.base import (
+    DIRECTION,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    SEVERITY,
+    UNIT,
+    Detector,
+    Finding,
+    Interval,
+    score_over,
+)
 
 _MAD_TO_STD = 1.4826  # MAD of a normal distribution × this = its std
 
@@ -14,11 +26,21 @@ _MAD_TO_STD = 1.4826  # MAD of a normal distribution × this = its std
 class _ZDetector(Detector):
     """Shared by the z detectors: threshold by direction, a cooldown in steps."""
 
+    parameter_constraints = {
+        "window": POSITIVE_INT, "alpha": UNIT, "min_periods": POSITIVE_INT,
+        "threshold": POSITIVE, "direction": DIRECTION, "rel_floor": Interval(Real, 0),
+        "cooldown": NON_NEGATIVE_INT, "severity": SEVERITY}
+
     def __init__(self, min_periods: int, threshold: float, direction: str,
                  rel_floor: float, cooldown: int, severity: str):
         self.min_periods, self.threshold = min_periods, threshold
         self.direction, self.rel_floor, self.cooldown = direction, rel_floor, cooldown
         self.severity = severity
+        self.score_scale = threshold / 2
+
+    def abnormal(self, values, scores):
+        sign = {"up": 1.0, "down": -1.0}.get(self.direction, 0.0)
+        return score_over(scores, self.threshold / 2, sign)
 
     def fires(self, z: float, step: int, last: int | None) -> bool:
         if self.direction == "up":
@@ -130,11 +152,18 @@ class PageHinkley(Detector):
     """
 
     name = "pagehinkley"
+    parameter_constraints = {"delta": Interval(Real, 0), "threshold": POSITIVE,
+                             "warmup": Interval(Real, 2), "direction": DIRECTION,
+                             "severity": SEVERITY}
 
     def __init__(self, delta: float = 0.5, threshold: float = 25.0, warmup: int = 50,
                  direction: str = "both", severity: str = "warning"):
         self.delta, self.threshold, self.warmup = delta, threshold, warmup
+        if direction not in DIRECTION.values:
+            raise ValueError(f"pagehinkley: parameter 'direction' must be {DIRECTION}, "
+                             f"got {direction!r}")
         self.direction, self.severity = direction, severity
+        self.score_scale = threshold / 2
 
     def new_state(self) -> dict:
         return {"warm": [], "sigma": None, "n": 0, "mean": 0.0,

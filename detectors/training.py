@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import Detector, Finding
+from telltale.detectors.base import (
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    SEVERITY,
+    UNIT,
+    Detector,
+    Finding,
+    Interval,
+)
 
 
 class Plateau(Detector):
@@ -15,6 +24,10 @@ class Plateau(Detector):
     then rose is divergence, not a plateau.)"""
 
     name = "plateau"
+    parameter_constraints = {"alpha": UNIT, "patience": POSITIVE_INT, "rel": UNIT,
+                             "stuck_frac": Interval(Real, 0, 1, "right"),
+                             "warmup": POSITIVE_INT, "severity": SEVERITY}
+    resolve_after = 0  # stuck training ends with the run (or a new best, which re-arms)
 
     def __init__(self, alpha: float = 0.05, patience: int = 300, rel: float = 0.01,
                  stuck_frac: float = 0.9, warmup: int = 50, severity: str = "warning"):
@@ -64,6 +77,12 @@ class Range(Detector):
     """Values outside [``low``, ``high``] for ``patience`` values in a row."""
 
     name = "range"
+    parameter_constraints = {"low": Interval(Real), "high": Interval(Real),
+                             "patience": POSITIVE_INT, "warmup": NON_NEGATIVE_INT,
+                             "severity": SEVERITY}
+
+    def abnormal(self, values, scores):
+        return np.nan_to_num(np.asarray(scores, dtype=float), nan=0.0) > 0.5
 
     def __init__(self, low: float = -math.inf, high: float = math.inf, patience: int = 3,
                  warmup: int = 20, severity: str = "warning"):

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 
-from telltale.detectors.base import Detector, Finding
+from telltale.detectors.base import (
+    BOOL,
+    DIRECTION,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    SEVERITY,
+    Detector,
+    Finding,
+    Interval,
+    score_over,
+)
 
 
 def rolling_mean_std(history: np.ndarray, new: np.ndarray, window: int, chunk: int = 4096):
@@ -48,6 +61,11 @@ class RollingZScore(Detector):
     """
 
     name = "zscore"
+    parameter_constraints = {
+        "window": POSITIVE_INT, "min_periods": POSITIVE_INT, "threshold": POSITIVE,
+        "direction": DIRECTION, "rel_floor": Interval(Real, 0), "cooldown": NON_NEGATIVE_INT,
+        "severity": SEVERITY, "log": BOOL}
+    resolve_after = 50
 
     def __init__(self, window: int = 100, min_periods: int = 20, threshold: float = 6.0,
                  direction: str = "both", rel_floor: float = 1e-3, cooldown: int = 50,
@@ -55,6 +73,12 @@ class RollingZScore(Detector):
         self.window, self.min_periods, self.threshold = window, min_periods, threshold
         self.direction, self.rel_floor, self.cooldown = direction, rel_floor, cooldown
         self.severity, self.log = severity, log
+        self.score_scale = threshold / 2  # a finding at the threshold scores 2/3
+
+    def abnormal(self, values, scores):
+        """Still beyond half the threshold, in the watched direction."""
+        sign = {"up": 1.0, "down": -1.0}.get(self.direction, 0.0)
+        return score_over(scores, self.threshold / 2, sign)
 
     def new_state(self) -> dict:
         return {"buf": [], "last_alert": None}

@@ -62,23 +62,6 @@ def default_cause(metric: str, detector: str) -> tuple[str, str]:
     return "", ""
 
 
-# score scale per detector: score / (score + scale) maps a raw score to 0..1
-_SCALE = {"zscore": 3.0, "divergence": 0.5, "levelshift": 0.3, "growth": 0.015, "jump": 5.0,
-          "spikerate": 4.0}
-
-
-def calibrate(finding) -> float:
-    """A 0..1 score for the alert (1 for broken values; threshold-level findings ≈ 0.6)."""
-    s = finding.score
-    if finding.detector == "nonfinite" or not math.isfinite(s):
-        return 1.0
-    if 0.0 <= s <= 1.0 and finding.detector not in _SCALE:
-        return round(s, 4)  # detectors already calibrated to 0..1 (multivariate)
-    a = abs(s)
-    k = _SCALE.get(finding.detector, 1.0)
-    return round(a / (a + k), 4)
-
-
 def _g(x) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 

@@ -4,12 +4,18 @@ Pure and transport-free, like the processor. An :class:`AlertTracker` keeps its 
 the run's state dict (``state["alerts"]``, JSON-able, bounded by the number of series ×
 detectors) and turns each batch's candidates into alert records:
 
-- one incident per (metric, rank, detector) while it is open (deduplication);
+- one incident per problem: findings of one (metric, rank, detector) are one member
+  incident, and members whose metrics belong to one *family* (pipelines.py: a loss and its
+  accuracy, step time and samples/s) join the run's open incident of that family as
+  ``updated`` records with their metric added to ``contributors``; a run gone non-finite
+  takes every later finding into that incident; the incident resolves when its last
+  member does;
 - ``firing`` when it opens, ``updated`` when its severity rises, at most every
   ``update_every`` steps while findings continue, or when it re-fires within ``cooldown``
   steps of resolving (same id: a flapping series reopens its incident instead of paging);
-- ``resolved`` once the series has been normal for ``resolve_after`` steps (per detector,
-  doubled for each reopen, up to 8×; 0 = not before the run ends) or when the run ends;
+- ``resolved`` once the series has been normal for ``resolve_after`` steps (the detector's
+  own, or the policy's; doubled for each reopen, up to 8×; 0 = not before the run ends)
+  or when the run ends; "normal" is the detector's own ``abnormal`` (detectors/base.py);
 - a per-run storm guard: at most ``storm_max`` records per ``storm_steps`` steps
   (critical firings always pass); held-back incidents are announced by a later record
   when there is room, and never resolve unannounced.
@@ -27,44 +33,18 @@ from math import isfinite
 
 import numpy as np
 
+from telltale.detectors.pipelines import NONFINITE_FAMILY, Pipelines, default_pipelines
 from telltale.records import ALERT_SCHEMA, alert_id
-from telltale.streams.explain import calibrate, describe
+from telltale.streams.explain import describe
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-
-# steps of normal values after which an incident resolves, per detector; 0 = only when the
-# run ends (run rules that give no per-step signal of being back to normal)
-RESOLVE_AFTER = {"nonfinite": 20, "zscore": 50, "divergence": 50, "jump": 20, "levelshift": 100,
-                 "spikerate": 100, "growth": 150, "overfit": 0, "straggler": 0}
-
-
-def _abnormal(detector: str, values: np.ndarray, score: np.ndarray | None) -> np.ndarray:
-    """Per value: is the series still abnormal for this detector (its score says so)?"""
-    if detector == "nonfinite":
-        return ~np.isfinite(values)
-    if score is None:
-        return np.zeros(len(values), dtype=bool)
-    s = np.nan_to_num(score, nan=0.0)
-    if detector == "zscore":
-        return np.abs(s) >= 4.0
-    if detector == "divergence":
-        return s > 0.5  # the detector's re-arm mark (half of ratio - 1)
-    if detector == "levelshift":
-        return np.abs(s) > 0.294  # within √1.8 of the reference again = normal
-    if detector == "growth":
-        return s > 0.01
-    if detector == "jump":
-        return s > 10.0
-    if detector == "spikerate":
-        return s > 8.0
-    return np.zeros(len(values), dtype=bool)
 
 
 @dataclass
 class AlertPolicy:
     """Lifecycle settings; ``resolve_after`` maps ``detector`` or ``metric-glob:detector``."""
 
-    resolve_after: dict = field(default_factory=dict)
+    resolve_after: dict = field(default_factory=dict)  # overrides the detectors' own
     cooldown: int = 100
     update_every: int = 200
     storm_max: int = 20
@@ -85,26 +65,30 @@ class AlertPolicy:
                              f"known: {sorted(names)}")
         return cls(**doc)
 
-    def resolve_steps(self, metric: str, detector: str) -> int:
+    def resolve_steps(self, metric: str, detector: str, default: int = 50) -> int:
+        """Normal steps that resolve an incident: this policy's, else ``default`` (the
+        detector's own ``resolve_after``)."""
         for pat, n in self.resolve_after.items():
             if ":" in pat:
                 mpat, det = pat.rsplit(":", 1)
                 if det == detector and fnmatch.fnmatchcase(metric.lower(), mpat.lower()):
                     return int(n)
-        return int(self.resolve_after.get(detector, RESOLVE_AFTER.get(detector, 50)))
+        return int(self.resolve_after.get(detector, default))
 
 
 class AlertTracker:
     """firing → updated → resolved over one run's candidates (see the module docstring)."""
 
-    def __init__(self, policy: AlertPolicy | None = None, window_label: str | None = None):
+    def __init__(self, policy: AlertPolicy | None = None, window_label: str | None = None,
+                 pipelines: Pipelines | None = None):
         self.policy = policy or AlertPolicy()
         self.window_label = window_label  # tumbling step window used for context
+        self.pipelines = pipelines or default_pipelines()  # detectors own alert semantics
 
     @staticmethod
     def new_state() -> dict:
         return {"open": {}, "recent": {}, "win": {}, "bucket": None, "n": 0, "held": 0,
-                "last_step": None, "last_ts": None}
+                "last_step": None, "last_ts": None, "problems": {}}
 
     # -- entry points -----------------------------------------------------------
 
@@ -134,19 +118,24 @@ class AlertTracker:
             cands = sorted(by_key.get(ikey, []), key=lambda c: c.step)
             gens.append(self._advance(run, al, ikey, cands, seen.get(f"{metric}|{rank}"), det,
                                       closed))
+        # within a step the most severe, then highest-scoring record goes first: it leads
+        # the incident that the others of its family join
+        def order(r):
+            return (r["step"], -SEVERITY_RANK.get(r["severity"], 0), -r["score"], r["_key"])
+
         heap = []
         for i, g in enumerate(gens):
             r = next(g, None)
             if r is not None:
-                heap.append((r["step"], r["_key"], i, r))
+                heap.append((order(r), i, r))
         heapq.heapify(heap)
         out = []
         while heap:
-            _, _, i, r = heapq.heappop(heap)
+            _, i, r = heapq.heappop(heap)
             self._guard(al, r, out)
             nxt = next(gens[i], None)
             if nxt is not None:
-                heapq.heappush(heap, (nxt["step"], nxt["_key"], i, nxt))
+                heapq.heappush(heap, (order(nxt), i, nxt))
         self._remember_windows(al, closed)
         return out
 
@@ -155,18 +144,29 @@ class AlertTracker:
         al = state.get("alerts")
         if not al:
             return []
-        out = []
+        out, done = [], set()
+        probs = al.setdefault("problems", {})
         for ikey in sorted(al["open"]):
             inc = al["open"].pop(ikey)
-            if inc["announced"]:
-                step = max(al.get("last_step") or 0, inc["last_step"])
-                ts = al.get("last_ts") if step == al.get("last_step") else None
-                out.append(self._record(state["run"], inc, "resolved", step,
-                                        f"{inc['metric']} resolved: {reason} (open since step "
-                                        f"{inc['first_step']})", reason=reason, ts=ts))
+            if not inc["announced"] or inc["id"] in done:
+                continue  # never announced, or its incident's record is already out
+            done.add(inc["id"])
+            step = max(al.get("last_step") or 0, inc["last_step"])
+            ts = al.get("last_ts") if step == al.get("last_step") else None
+            p = self._problem(al, inc)
+            lead = p["metric"] if p else inc["metric"]
+            first = p["first_step"] if p else inc["first_step"]
+            r = self._record(state["run"], inc, "resolved", step,
+                             f"{lead} resolved: {reason} (open since step {first})",
+                             reason=reason, ts=ts)
+            if p is not None:
+                self._as_lead(r, p)
+                p.update(open=False, members=[], resolved_at=step)
+            out.append(r)
         for r in out:
             del r["_inc"], r["_key"]
         al["recent"].clear()
+        probs.clear()
         return out
 
     # -- internals ----------------------------------------------------------------
@@ -174,13 +174,16 @@ class AlertTracker:
     def _advance(self, run, al, ikey, cands, series, det, closed):
         """Yield one incident key's records for the batch, in step order."""
         metric = ikey.rsplit("|", 2)[0]
-        base = self.policy.resolve_steps(metric, det)
+        sem = self.pipelines.semantics(metric, det)
+        base = self.policy.resolve_steps(metric, det, sem.resolve_after)
         if series is None:  # a finding not tied to a series seen in this batch
             for c in cands:
                 yield from self._on_finding(run, al, ikey, c, closed)
             return
         steps, ts, values, scores = series
-        bad = _abnormal(det, values, scores.get(det))
+        score = scores.get(det)
+        bad = np.asarray(sem.abnormal(values, np.full(len(values), np.nan) if score is None
+                                      else score), dtype=bool)
         at: dict[int, list] = {}
         for c in cands:
             at.setdefault(c.step, []).append(c)
@@ -225,8 +228,10 @@ class AlertTracker:
         inc = al["open"].get(ikey)
         p = self.policy
         what, cause, action = describe(c, closed, al["win"])
+        sem = self.pipelines.semantics(c.metric, f.detector)
         fields = {"kind": c.kind, "ts": c.ts, "value": c.value if isfinite(c.value)
-                  else str(c.value), "severity": f.severity, "score": calibrate(f),
+                  else str(c.value), "severity": f.severity,
+                  "score": sem.unit_score(float(f.score)),
                   "message": f"{c.metric} {f.message}", "explanation": what, "cause": cause,
                   "action": action, "stats": {k: _sig(v) for k, v in f.stats.items()},
                   "contributors": list(f.contributors), "raw_score": _sig(float(f.score))}
@@ -247,6 +252,7 @@ class AlertTracker:
                 "id": alert_id(run, c.metric, c.rank, f.detector, c.step), "metric": c.metric,
                 "rank": c.rank, "detector": f.detector, "first_step": c.step, "flaps": 0,
                 "count": 0, "last_emit": c.step, "announced": False, "last_bad": c.step,
+                "family": self.pipelines.family(c.metric, f.detector), "problem": None,
                 **fields}
             self._touch(inc, c, fields)
             yield self._record(run, inc, "firing", c.step, fields["message"], key=ikey)
@@ -283,14 +289,83 @@ class AlertTracker:
         rec["_inc"], rec["_key"] = inc, key  # removed by _guard
         return rec
 
+    @staticmethod
+    def _problem(al, inc) -> dict | None:
+        """The incident (problem) a member belongs to, if it still is that member's."""
+        p = al.setdefault("problems", {}).get(inc.get("problem") or "")
+        return p if p is not None and p["id"] == inc["id"] else None
+
+    def _joinable(self, al, inc, step: int) -> dict | None:
+        """The run's incident a new member joins: the open non-finite one (a broken run),
+        else the open (or just resolved, within ``cooldown``) one of its family."""
+        probs = al.setdefault("problems", {})
+        if inc["family"] != NONFINITE_FAMILY:
+            nf = probs.get(NONFINITE_FAMILY)
+            if nf is not None and nf["open"]:
+                return nf
+        p = probs.get(inc["family"])
+        if p is not None and (p["open"] or step - p["resolved_at"] <= self.policy.cooldown):
+            return p
+        return None
+
+    def _group(self, al, r: dict, inc: dict, ikey: str) -> bool:
+        """Give a member's record its incident (problem); False when it says nothing new
+        (a member resolved while others of its incident are still open)."""
+        probs = al.setdefault("problems", {})
+        p = self._problem(al, inc)
+        if r["state"] == "resolved":
+            if p is None:
+                return True
+            if ikey in p["members"]:
+                p["members"].remove(ikey)
+            if p["members"]:
+                return False
+            p.update(open=False, resolved_at=r["step"])
+            r["message"] = r["message"].replace(inc["metric"], p["metric"], 1)
+            self._as_lead(r, p)
+            return True
+        if p is None:
+            inc["problem"] = None
+            p = self._joinable(al, inc, r["step"])
+            if p is None:  # opens its own incident
+                probs[inc["family"]] = {
+                    "id": inc["id"], "metric": inc["metric"], "rank": inc["rank"],
+                    "detector": inc["detector"], "first_step": r["step"],
+                    "members": [ikey], "contributors": [inc["metric"]], "open": True,
+                    "resolved_at": None}
+                inc["problem"] = inc["family"]
+                r["contributors"] = list(dict.fromkeys([inc["metric"], *r["contributors"]]))
+                return True
+            inc["id"] = r["id"] = p["id"]
+            inc["problem"] = next(k for k, v in probs.items() if v is p)
+            r["state"] = "updated"
+            r["message"] += (f" (joins the incident of {p['metric']} from step "
+                             f"{p['first_step']})")
+        if not p["open"]:
+            r["message"] += " (incident re-opened)"
+        p["open"] = True
+        if ikey not in p["members"]:
+            p["members"].append(ikey)
+        if inc["metric"] not in p["contributors"] and len(p["contributors"]) < 32:
+            p["contributors"].append(inc["metric"])
+        r["contributors"] = list(dict.fromkeys(p["contributors"] + r["contributors"]))
+        return True
+
+    @staticmethod
+    def _as_lead(r: dict, p: dict) -> None:
+        """A record that speaks for the whole incident names its lead finding."""
+        r.update(metric=p["metric"], rank=p.get("rank", r["rank"]),
+                 detector=p.get("detector", r["detector"]), contributors=list(p["contributors"]))
+
     def _guard(self, al, r: dict, out: list) -> None:
-        """Storm guard and announcement bookkeeping for one record, in step order."""
+        """Incident grouping, storm guard and announcement bookkeeping for one record, in
+        step order."""
         p = self.policy
         inc = r.pop("_inc")
-        del r["_key"]
+        ikey = r.pop("_key")
         if r["state"] == "resolved":
-            if inc["announced"]:  # always closes what was announced
-                out.append(r)
+            if inc["announced"] and self._group(al, r, inc, ikey):
+                out.append(r)  # always closes what was announced
             return
         if not inc["announced"]:
             r["state"] = "firing"  # the first record anyone sees of this incident
@@ -301,6 +376,7 @@ class AlertTracker:
         if al["n"] >= p.storm_max and not must:
             al["held"] += 1
             return
+        self._group(al, r, inc, ikey)
         al["n"] += 1
         inc["announced"] = True
         inc["last_emit"] = r["step"]

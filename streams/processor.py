@@ -73,7 +73,8 @@ class RunProcessor:
                   if config.alert_policy_file else AlertPolicy())
         step_windows = [ws.spec.label for ws in self.windows
                         if ws.spec.by == "step" and ws.spec.tumbling]
-        self.alerts = AlertTracker(policy, step_windows[0] if step_windows else None)
+        self.alerts = AlertTracker(policy, step_windows[0] if step_windows else None,
+                                   pipelines)
 
     def new_state(self, run: str) -> dict:
         return {"v": STATE_VERSION, "run": run, "series": {}, "events": 0, "ended": False}
@@ -120,8 +121,8 @@ class RunProcessor:
         run = state["run"]
         state["events"] += len(events)
         state["ended"] = False
-        # (metric, rank) -> (steps, ts, values, kind, seqs, series key)
-        groups: dict[tuple, tuple[list, list, list, str, list, str]] = {}
+        # (metric, rank) -> (steps, ts, values, kind, seqs, series key, host)
+        groups: dict[tuple, tuple[list, list, list, str, list, str, str]] = {}
         pts = out.points
         # raw values as columns, one block per (kind, rank, tags, metric names); an event
         # with a non-finite value is a Point of its own that counts them
@@ -137,7 +138,8 @@ class RunProcessor:
                     bad += 1
                 g = groups.get((name, rank))
                 if g is None:
-                    g = groups[(name, rank)] = ([], [], [], ev.kind, [], f"{name}|{rank}")
+                    host = str(ev.tags.get("host", "")) if ev.tags else ""
+                    g = groups[(name, rank)] = ([], [], [], ev.kind, [], f"{name}|{rank}", host)
                 g[0].append(step)
                 g[1].append(ts)
                 g[2].append(v)
@@ -165,7 +167,7 @@ class RunProcessor:
         batch: dict[str, SeriesBatch] = {}
         seen: dict[str, tuple] = {}  # series key -> (steps, ts, values, scores) of the batch
         refused = []
-        for steps, ts, vals, kind, seqs, key in groups.values():
+        for steps, ts, vals, kind, seqs, key, host in groups.values():
             ser = state["series"].get(key)
             if ser is None:
                 if len(state["series"]) >= self.max_series:  # bounded state per run
@@ -177,7 +179,7 @@ class RunProcessor:
                                           np.asarray(steps, dtype=np.int64),
                                           np.asarray(ts, dtype=float),
                                           np.asarray(vals, dtype=float),
-                                          np.asarray(seqs, dtype=np.int64))
+                                          np.asarray(seqs, dtype=np.int64), host)
             scores = self._update_series(run, key, ser, sb, out, candidates)
             seen[key] = (sb.steps, sb.ts, sb.values, scores)
         rstate = state.setdefault("rules", {})
@@ -293,10 +295,3 @@ class RunProcessor:
                  "start": w.start, "end": w.end},
                 time_ns))
         return pts
-
-
-def _sig(x, digits: int = 6):
-    """Round floats for alerts, so batching-level float noise never shows in them."""
-    if isinstance(x, float) and isfinite(x):
-        return float(f"{x:.{digits}g}")
-    return x

@@ -231,8 +231,9 @@ def test_multivariate_knn_names_the_metrics_that_moved():
         evs.append(Event("r", s, float(s), "train", m))
     proc = RunProcessor(Config())
     proc.rules = [MultivariateKNN()]
+    # the finding joins the incident that grad_norm's own z-score opens at the same step
     al = [a for a in run_proc(proc, evs, 50)
-          if a["detector"] == "mvknn" and a["state"] == "firing"]
+          if a["detector"] == "mvknn" and a["state"] in ("firing", "updated")]
     assert [a["step"] for a in al] == [400]
     assert al[0]["metric"] == "grad_norm" and "grad_norm" in al[0]["message"]
 

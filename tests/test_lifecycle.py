@@ -7,6 +7,7 @@ import pytest
 
 from telltale.config import Config
 from telltale.detectors import Finding
+from telltale.detectors.growth import Growth
 from telltale.schema import Event
 from telltale.streams.explain import default_cause
 from telltale.streams.lifecycle import AlertPolicy, AlertTracker
@@ -130,7 +131,8 @@ def test_policy_file_overrides_resolution_per_metric_family(tmp_path):
     pol = AlertPolicy.from_file(str(p))
     assert pol.resolve_steps("val_loss", "zscore") == 5
     assert pol.resolve_steps("grad_norm", "zscore") == 70
-    assert pol.resolve_steps("grad_norm", "growth") == 150
+    # no policy entry: the detector's own resolve_after
+    assert pol.resolve_steps("rss_mb", "growth", Growth().resolve_after) == 150
     t = AlertTracker(AlertPolicy(resolve_after={"zscore": 0}))  # 0: only when the run ends
     state = {"run": "r"}
     recs = t.process(state, [cand(10)], seen(range(1, 500)))

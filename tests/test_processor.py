@@ -54,12 +54,15 @@ def test_faults_are_alerted_and_the_clean_run_is_quiet():
                for a in found["spike"])
     assert any(a["metric"] == "loss" and a["step"] == 420 and a["detector"] == "nonfinite"
                and a["severity"] == "critical" for a in found["nan"])
-    div = [a for a in found["divergence"] if a["detector"] == "divergence"]
-    loss_div = [a for a in div if a["metric"] == "loss"]
-    assert [a["state"] for a in loss_div] == ["firing", "resolved"]  # one incident, closed at end
-    assert 250 < loss_div[0]["step"] < 320
-    assert loss_div[1]["stats"]["resolved_because"] == "run ended"
-    assert loss_div[0]["id"] == loss_div[1]["id"] and loss_div[1]["step"] == 600
+    # the learning-rate jump, the loss and val_loss divergence are one problem: one incident
+    div = found["divergence"]
+    assert [a["state"] for a in div].count("firing") == 1 and len({a["id"] for a in div}) == 1
+    assert div[0]["metric"] == "lr" and div[0]["step"] == 250
+    loss_div = [a for a in div if a["metric"] == "loss" and a["detector"] == "divergence"]
+    assert loss_div and 250 < loss_div[0]["step"] < 320 and loss_div[0]["state"] == "updated"
+    assert {"lr", "loss", "val_loss"} <= set(div[-1]["contributors"])
+    assert div[-1]["state"] == "resolved" and div[-1]["step"] == 600
+    assert div[-1]["stats"]["resolved_because"] == "run ended"
     for alerts in found.values():  # every incident fires once and resolves once
         by_id = {}
         for a in alerts:
