@@ -22,22 +22,28 @@ class Divergence(Detector):
     """EWMA level more than ``ratio`` × its best level for ``patience`` values in a row.
 
     The best level is the minimum of a slower EWMA (``alpha`` × ``best_slowdown``), so a
-    lucky dip of a noisy loss does not become the reference. Re-arms once the level falls
-    back below the halfway mark. Non-finite values are left to :class:`NonFinite`.
+    lucky dip of a noisy loss does not become the reference. The rise is measured against
+    the best level, but never against less than ``floor_frac`` × the level the series
+    started from: a loss that fell from 2.3 to 0.01 and wobbles to 0.03 has not diverged.
+    Re-arms once the level falls back below the halfway mark. Non-finite values are left to
+    :class:`NonFinite`.
     """
 
     name = "divergence"
     parameter_constraints = {"alpha": UNIT, "ratio": Interval(Real, 1, None, "neither"),
                              "patience": POSITIVE_INT, "min_periods": POSITIVE_INT,
                              "best_slowdown": Interval(Real, 0, 1, "right"),
+                             "floor_frac": Interval(Real, 0, 1),
                              "severity": SEVERITY}
     resolve_after = 50
 
     def __init__(self, alpha: float = 0.1, ratio: float = 2.0, patience: int = 10,
-                 min_periods: int = 20, best_slowdown: float = 0.2, severity: str = "critical"):
+                 min_periods: int = 20, best_slowdown: float = 0.2, floor_frac: float = 0.05,
+                 severity: str = "critical"):
         self.alpha, self.ratio, self.patience = alpha, ratio, patience
         self.slow_alpha = alpha * best_slowdown
         self.min_periods, self.severity = min_periods, severity
+        self.floor_frac = floor_frac
         self.score_scale = (ratio - 1) / 2
 
     def abnormal(self, values, scores):
@@ -45,8 +51,8 @@ class Divergence(Detector):
         return score_over(scores, (self.ratio - 1) / 2, 1.0)
 
     def new_state(self) -> dict:
-        return {"level": None, "slow": None, "best": None, "n": 0, "above": 0,
-                "active": False}
+        return {"level": None, "slow": None, "best": None, "start": None, "n": 0,
+                "above": 0, "active": False}
 
     def update(self, state, steps, values):
         a = self.alpha
@@ -55,6 +61,7 @@ class Divergence(Detector):
         level, slow, best, n = state["level"], state.get("slow"), state["best"], state["n"]
         sa = self.slow_alpha
         above, active = state["above"], state["active"]
+        start = state.get("start")
         for i, x in enumerate(values.tolist()):
             if not math.isfinite(x):
                 continue
@@ -64,7 +71,8 @@ class Divergence(Detector):
             if n < self.min_periods:
                 continue
             best = slow if best is None else min(best, slow)
-            scale = abs(best) + 1e-12
+            start = abs(level) if start is None else start
+            scale = max(abs(best), self.floor_frac * start) + 1e-12
             excess = (level - best) / scale
             scores[i] = excess
             if excess > self.ratio - 1:
@@ -80,5 +88,6 @@ class Divergence(Detector):
                 above = 0
                 if active and excess < (self.ratio - 1) / 2:
                     active = False
-        state.update(level=level, slow=slow, best=best, n=n, above=above, active=active)
+        state.update(level=level, slow=slow, best=best, start=start, n=n, above=above,
+                     active=active)
         return scores, findings

@@ -91,7 +91,7 @@ DEFAULT_PIPELINES: list[tuple[str, list[tuple[str, dict]]]] = [
     ("*", [_NF, ("zscore", {"threshold": 8.0})]),
 ]
 
-DEFAULT_RUN_RULES: list[tuple[str, dict]] = [("overfit", {}), ("straggler", {})]
+DEFAULT_RUN_RULES: list[tuple[str, dict]] = [("overfit", {}), ("straggler", {}), ("weights", {})]
 
 # metric glob -> family: findings of one family in one run are one incident; first match
 # wins, a metric that matches none is a family of its own

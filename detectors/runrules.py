@@ -18,6 +18,7 @@ from numbers import Real
 import numpy as np
 
 from telltale.detectors.base import (
+    NON_NEGATIVE_INT,
     POSITIVE_INT,
     SEVERITY,
     UNIT,
@@ -80,7 +81,9 @@ def _merge(series: list[SeriesBatch]) -> list[tuple[int, int, float, float, Seri
 class Overfit(RunRule):
     """Overfitting, stated in evaluation points: the validation loss has stayed above
     ``(1 + rel)`` × its best + ``abs_`` for ``patience`` evaluations in a row, while the
-    training loss kept improving (its EWMA now below its EWMA at the validation best).
+    training loss kept improving (its EWMA now below its EWMA at the validation best) and
+    the model does worse on validation than on training data by the same margin (a
+    generalisation gap: a validation loss below the training loss is noise, not memorising).
 
     The margin is the usual early-stopping sense of "worse than the best", relative to the
     loss's own level; ``patience`` is the evidence count (two evaluations, so one noisy
@@ -126,7 +129,8 @@ class Overfit(RunRule):
             bound = (1 + self.rel) * best + self.abs_
             improving = (ema is not None and state["best_train"] is not None
                          and ema < state["best_train"])
-            if x > bound and improving:
+            gap = ema is not None and x > (1 + self.rel) * ema + self.abs_
+            if x > bound and improving and gap:
                 state["streak"] += 1
                 if state["streak"] >= self.patience and not state["active"]:
                     state["active"] = True
@@ -238,13 +242,76 @@ class Straggler(RunRule):
                                                                  else [])])))
 
 
+class WeightsJump(RunRule):
+    """The weights changed by more than the optimizer moved them.
+
+    By the triangle inequality a step changes the weight norm by at most the update's own
+    norm: |‖w_t‖ - ‖w_(t-1)‖| ≤ ‖w_t - w_(t-1)‖ = update_ratio_t × ‖w_(t-1)‖. A change of
+    the norm more than ``tolerance`` × that bound between consecutive steps cannot come from
+    the optimizer: weights were overwritten or rescaled outside it (a layer exploding or
+    vanishing, a bad checkpoint load, weight surgery), or the two metrics are logged
+    inconsistently. Needs both metrics on consecutive steps; no threshold is fitted.
+    """
+
+    name = "weights"
+    parameter_constraints = {"tolerance": Interval(Real, 1), "cooldown": NON_NEGATIVE_INT,
+                             "severity": SEVERITY}
+    resolve_after = 20
+    score_scale = 4.0
+
+    def __init__(self, norm_patterns=("param_norm", "weight_norm", "param*norm"),
+                 ratio_patterns=("update_ratio", "*update*ratio*"), tolerance: float = 2.0,
+                 cooldown: int = 50, severity: str = "critical"):
+        self.norm_patterns, self.ratio_patterns = norm_patterns, ratio_patterns
+        self.tolerance, self.cooldown, self.severity = tolerance, cooldown, severity
+
+    def new_state(self) -> dict:
+        return {"ranks": {}}
+
+    def update(self, state, batch):
+        norms = {s.rank: s for s in batch.values() if _match(s.metric, self.norm_patterns)}
+        ratios = {s.rank: s for s in batch.values() if _match(s.metric, self.ratio_patterns)}
+        out = []
+        for rank in sorted(norms.keys() & ratios.keys()):
+            ns, rs = norms[rank], ratios[rank]
+            ratio_at = dict(zip(rs.steps.tolist(), rs.values.tolist(), strict=True))
+            st = state["ranks"].setdefault(rank, {"prev": None, "last": None})
+            for step, x, ts in zip(ns.steps.tolist(), ns.values.tolist(), ns.ts.tolist(),
+                                   strict=True):
+                prev, st["prev"] = st["prev"], [step, x]
+                u = ratio_at.get(step)
+                if (prev is None or step != prev[0] + 1 or u is None
+                        or not all(math.isfinite(v) and v > 0 for v in (x, prev[1], u))):
+                    continue
+                bound = u * prev[1]
+                excess = abs(x - prev[1]) / bound
+                if excess <= self.tolerance or (st["last"] is not None
+                                                and step - st["last"] <= self.cooldown):
+                    continue
+                st["last"] = step
+                change = x / prev[1] - 1
+                out.append(RuleFinding(ns.metric, rank, step, ts, x, Finding(
+                    0, self.name, self.severity, excess,
+                    f"changed {change:+.1%} in one step ({prev[1]:.4g} → {x:.4g}), {excess:.1f}× "
+                    f"more than the optimizer's update could move it ({rs.metric} {u:.3g})",
+                    {"previous": prev[1], "update_ratio": u, "excess": excess},
+                    explanation=(
+                        f"{ns.metric} went from {prev[1]:.4g} to {x:.4g} at step {step} "
+                        f"({change:+.1%}); the optimizer's update was {u:.3g} of the weights, "
+                        f"so it can change their norm by at most {bound:.3g}: the change is "
+                        f"{excess:.1f}× that"),
+                    cause="weights changed outside the optimizer step: a layer exploding or "
+                          "vanishing, a checkpoint or weights loaded mid-run, or a bug that "
+                          "rescales parameters",
+                    action="check what touched the model at this step (hooks, weight loading, "
+                           "in-place ops on parameters); look at per-layer param_norm",
+                    contributors=[ns.metric, rs.metric])))
+        return out
+
+
 def _match(name: str, patterns) -> bool:
     n = name.lower()
     return any(fnmatch.fnmatchcase(n, p) for p in patterns)
 
 
-RULES: dict[str, type[RunRule]] = {r.name: r for r in (Overfit, Straggler)}
-
-
-def default_rules() -> list[RunRule]:
-    return [Overfit(), Straggler()]
+RULES: dict[str, type[RunRule]] = {r.name: r for r in (Overfit, Straggler, WeightsJump)}
