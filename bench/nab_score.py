@@ -202,6 +202,27 @@ def score_corpus(corpus: list[Series], scores_by_name: dict, profiles=PROFILES) 
     return out
 
 
+def score_corpus_at(corpus: list[Series], scores_by_name: dict, thresholds: dict,
+                    profiles=PROFILES) -> dict:
+    """NAB score per profile at fixed thresholds (chosen elsewhere, e.g. on a tuning split):
+    the honest number for a validation split, where no sweep may look at its labels."""
+    out = {}
+    for profile, weights in profiles.items():
+        raw = tp = fn = fp = 0
+        n_windows = n_scorable = 0
+        for series in corpus:
+            r = score_series(series, scores_by_name[series.name], thresholds[profile], weights)
+            raw += r["raw"]
+            tp, fn, fp = tp + r["tp"], fn + r["fn"], fp + r["fp"]
+            n_windows += len(series.windows)
+            n_scorable += sum(b >= series.probation for _, b in series.windows)
+        null = -weights["fnWeight"] * n_scorable
+        perfect = weights["tpWeight"] * n_windows
+        out[profile] = {"score": 100.0 * (raw - null) / (perfect - null), "raw": raw,
+                        "threshold": thresholds[profile], "tp": tp, "fn": fn, "fp": fp}
+    return out
+
+
 def null_scores(series: Series) -> np.ndarray:
     """Flags nothing at any threshold above 0: scores 0 by construction."""
     return np.zeros(series.values.size)

@@ -129,6 +129,13 @@ class Report:
     false_reasons: dict[str, int]
     false_sources: list[FalseSource]  # every (run, metric, detector), most false alerts first
     lifecycle_records: int = 0  # updated/resolved records not scored (not new incidents)
+    # incidents (firing records) per faulty run: max and mean
+    incidents_max: int = 0
+    incidents_mean: float = NAN
+    acute_median_delay: float = NAN  # over the detected runs of the acute fault types
+    straggler_runs: int = 0
+    straggler_named: int = 0  # straggler runs with an alert that names the slow rank
+    by_detector: dict = field(default_factory=dict)  # detector -> [correct, false] firings
 
     def to_dict(self) -> dict:
         """Plain JSON-safe data (NaN -> None)."""
@@ -173,7 +180,9 @@ def score_alerts(labels: dict, alerts: list[dict]) -> Report:
     runs_lab: dict[str, dict] = labels["runs"]
     order = list(labels.get("windows") or {})
     n_all = len(alerts)
+    every = alerts
     alerts = [a for a in alerts if a.get("state", "firing") == "firing"]
+    by_det: dict[str, list[int]] = {}
 
     by_run: dict[str, list[dict]] = {}
     for a in alerts:
@@ -203,6 +212,7 @@ def score_alerts(labels: dict, alerts: list[dict]) -> Report:
             clean_alerts += len(run_alerts)
             for a in run_alerts:
                 blame(a, None, "clean")
+                by_det.setdefault(str(a.get("detector", "?")), [0, 0])[1] += 1
         else:
             onset = lab["onset_step"]
             window = lab["window"]
@@ -215,7 +225,9 @@ def score_alerts(labels: dict, alerts: list[dict]) -> Report:
                     continue
                 if _inside(s, window):
                     in_window.append(s)
-                if any(_inside(s, w) for w in windows):
+                ok = any(_inside(s, w) for w in windows)
+                by_det.setdefault(str(a.get("detector", "?")), [0, 0])[0 if ok else 1] += 1
+                if ok:
                     correct += 1
                 else:
                     blame(a, fault, "before_onset" if s < onset else "after_window")
@@ -247,6 +259,15 @@ def score_alerts(labels: dict, alerts: list[dict]) -> Report:
     all_delays = [d for r in per_fault.values() for d in r.delays]
     med, p90 = _median_p90(all_delays)
     total = len(alerts)
+    per_faulty = [r.alerts for r in results.values() if r.fault is not None]
+    acute = set(labels.get("acute") or [])
+    acute_delays = [d for r in per_fault.values() if r.fault in acute for d in r.delays]
+    strag = [run for run, lab in runs_lab.items() if lab.get("fault") == "straggler"]
+    named = 0
+    for run in strag:
+        rank = str(runs_lab[run].get("rank"))
+        named += any(str(a.get("rank")) == rank and f"rank {rank}" in
+                     str(a.get("explanation", "")) for a in every if a.get("run") == run)
     src = [FalseSource(run, fault, metric, det, n)
            for (run, fault, metric, det), n in sources.items()]
     src.sort(key=lambda s: (-s.count, s.run, s.metric, s.detector))
@@ -257,7 +278,11 @@ def score_alerts(labels: dict, alerts: list[dict]) -> Report:
         precision=n_correct / total if total else NAN,
         clean_runs=clean_runs, clean_steps=clean_steps, clean_alerts=clean_alerts,
         false_alarms_per_10k=clean_alerts / clean_steps * 10_000 if clean_steps else NAN,
-        false_reasons=dict(reasons), false_sources=src, lifecycle_records=n_all - total)
+        false_reasons=dict(reasons), false_sources=src, lifecycle_records=n_all - total,
+        incidents_max=max(per_faulty, default=0),
+        incidents_mean=float(np.mean(per_faulty)) if per_faulty else NAN,
+        acute_median_delay=_median_p90(acute_delays)[0], straggler_runs=len(strag),
+        straggler_named=named, by_detector=dict(sorted(by_det.items())))
 
 
 # -- report ---------------------------------------------------------------------------
@@ -290,6 +315,10 @@ def format_report(report: Report, top: int = 10) -> str:
     lines.append(f"false alarms / 10k clean steps  {_num(r.false_alarms_per_10k, '{:.1f}')}  "
                  f"({r.clean_alerts} alerts on {r.clean_runs} clean runs, "
                  f"{r.clean_steps} steps)")
+    lines.append(f"acute median delay  {_num(r.acute_median_delay, '{:.1f}')} steps;  "
+                 f"incidents per faulty run: max {r.incidents_max}, mean "
+                 f"{_num(r.incidents_mean, '{:.2f}')};  straggler rank named "
+                 f"{r.straggler_named}/{r.straggler_runs}")
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.false_reasons.items(),
                                                       key=lambda kv: -kv[1]))
     lines.append(f"total alerts {r.total_alerts}: {r.correct_alerts} correct, "

@@ -259,29 +259,36 @@ class IsolationForestDetector(ShingleModel):
 
 class MultivariateKNN(UnitScored, RunRule):
     """KNN distance of a rank's vector of ``kinds`` metrics at one step (log scale for
-    positive metrics) to a sliding reference of earlier steps; names the metrics that
-    differ most from the nearest neighbours."""
+    positive metrics) to a sliding reference of earlier steps, calibrated to 0..1; names the
+    metrics that differ most from the nearest neighbours (a per-metric attribution).
+
+    Every scored step's calibrated score goes to the run's ``scores`` (InfluxDB, the page);
+    it pages only with ``page=True`` (validation showed no recall it adds at the precision
+    target: bench/quality.py).
+    """
 
     name = "mvknn"
+    kind = "knn"
     parameter_constraints = {"min_metrics": POSITIVE_INT, "reference": POSITIVE_INT,
                              "refit_every": POSITIVE_INT, "min_reference": POSITIVE_INT,
                              "threshold": UNIT, "cooldown": NON_NEGATIVE_INT, "k": POSITIVE_INT,
-                             "severity": SEVERITY}
+                             "nu": UNIT, "page": BOOL, "severity": SEVERITY}
 
     def __init__(self, kinds=("train",), exclude=("lr", "*learning_rate*"), min_metrics: int = 3,
                  reference: int = 256, refit_every: int = 128, min_reference: int = 64,
-                 threshold: float = 0.9999, cooldown: int = 50, k: int = 5,
-                 severity: str = "warning"):
+                 threshold: float = 0.9999, cooldown: int = 50, k: int = 5, nu: float = 0.02,
+                 page: bool = True, severity: str = "warning"):
         self.kinds, self.exclude, self.min_metrics = kinds, exclude, min_metrics
         self.reference, self.refit_every = reference, refit_every
         self.min_reference, self.threshold, self.cooldown = min_reference, threshold, cooldown
-        self.severity = severity
-        self.scorer = ReferenceScorer("knn", k=k)
+        self.page, self.severity = page, severity
+        self.scorer = ReferenceScorer(self.kind, k=k, nu=nu)
+        self.k = k
 
     def new_state(self) -> dict:
         return {"ranks": {}}
 
-    def update(self, state, batch):
+    def update(self, state, batch, scores: list | None = None):
         rows: dict[tuple[str, int], dict] = {}
         for s in batch.values():
             if s.kind not in self.kinds or any(fnmatch.fnmatchcase(s.metric.lower(), p)
@@ -291,54 +298,87 @@ class MultivariateKNN(UnitScored, RunRule):
                                    s.ts.tolist(), strict=True):
                 r = rows.setdefault((s.rank, q), {"step": st, "ts": t, "v": {}})
                 r["v"][s.metric] = v
-        out = []
+        by_rank: dict[str, list] = {}
         for (rank, _q), r in sorted(rows.items(), key=lambda kv: kv[0][1]):
+            by_rank.setdefault(rank, []).append(r)
+        out = []
+        for rank, rlist in sorted(by_rank.items()):
             rs = state["ranks"].get(rank)
             if rs is None:
-                names = sorted(m for m, v in r["v"].items() if np.isfinite(v))
+                names = sorted(m for m, v in rlist[0]["v"].items() if np.isfinite(v))
                 if len(names) < self.min_metrics:
                     continue
                 rs = state["ranks"][rank] = {
-                    "metrics": names, "log": [bool(r["v"][m] > 0) for m in names],
+                    "metrics": names, "log": [bool(rlist[0]["v"][m] > 0) for m in names],
                     "ref": [], "fit": None, "since": 0, "last_alert": None}
-            vec = [r["v"].get(m, np.nan) for m in rs["metrics"]]
-            x = np.array([np.log(v) if lg and v > 0 else (np.nan if lg else v)
-                          for v, lg in zip(vec, rs["log"], strict=True)])
-            if not np.isfinite(x).all():
-                continue
+            vecs = []
+            for r in rlist:
+                vec = [r["v"].get(m, np.nan) for m in rs["metrics"]]
+                x = np.array([np.log(v) if lg and v > 0 else (np.nan if lg else v)
+                              for v, lg in zip(vec, rs["log"], strict=True)])
+                if np.isfinite(x).all():
+                    vecs.append((r, x))
+            self._score_rank(rs, rank, vecs, out, scores)
+        return out
+
+    def _score_rank(self, rs, rank, vecs, out, scores) -> None:
+        pos = 0
+        while pos < len(vecs):
             fit = rs["fit"]
+            if fit is None:  # learn until the reference is big enough
+                take = min(max(self.min_reference - len(rs["ref"]), 1), len(vecs) - pos)
+            else:  # score up to the next refit in one call
+                take = min(self.refit_every - rs["since"], len(vecs) - pos)
+            seg = vecs[pos:pos + take]
             if fit is not None:
-                raw, u = self.scorer.score(fit, x[None, :])
-                step = r["step"]
-                if u[0] >= self.threshold and (rs["last_alert"] is None
-                                               or step - rs["last_alert"] > self.cooldown):
-                    rs["last_alert"] = step
-                    out.append(self._finding(rs, rank, r, x, raw[0], u[0]))
-                rs["since"] += 1
-            rs["ref"].append(x.tolist())
+                raw, u = self.scorer.score(fit, np.vstack([x for _, x in seg]))
+                for (r, x), rw, uu in zip(seg, raw.tolist(), u.tolist(), strict=True):
+                    if scores is not None:
+                        scores.append(("step_vector", rank, r["step"], r["ts"], self.name, uu))
+                    step = r["step"]
+                    if self.page and uu >= self.threshold and (
+                            rs["last_alert"] is None or step - rs["last_alert"] > self.cooldown):
+                        rs["last_alert"] = step
+                        out.append(self._finding(rs, rank, r, x, rw, uu))
+                rs["since"] += take
+            rs["ref"].extend(x.tolist() for _, x in seg)
             if len(rs["ref"]) > self.reference:
-                del rs["ref"][0]
+                del rs["ref"][:len(rs["ref"]) - self.reference]
+            pos += take
             if (fit is None and len(rs["ref"]) >= self.min_reference) or \
                     rs["since"] >= self.refit_every:
                 rs["fit"] = self.scorer.fit(np.asarray(rs["ref"]))
                 rs["since"] = 0
-        return out
+
+    def attribution(self, rs, x) -> np.ndarray:
+        """Per metric: how far the vector is from its nearest reference vectors, in robust
+        standard units of that metric (what moved it away from normal)."""
+        fit = rs["fit"]
+        center, scale = np.asarray(fit["center"]), np.asarray(fit["scale"])
+        z = (x - center) / scale
+        ref = (np.asarray(fit["ref"]) - center) / scale
+        d = np.sum((ref - z) ** 2, axis=1)
+        nn = np.argsort(d)[:min(self.k, len(ref))]
+        return np.abs(z - ref[nn].mean(axis=0))
 
     def _finding(self, rs, rank, r, x, raw, u) -> RuleFinding:
-        fit = rs["fit"]
-        z = (x - np.asarray(fit["center"])) / np.asarray(fit["scale"])
-        model = self.scorer.model(fit)
-        _, nn = model.kneighbors(z[None, :], n_neighbors=min(self.scorer.k, len(fit["ref"])))
-        ref = (np.asarray(fit["ref"]) - np.asarray(fit["center"])) / np.asarray(fit["scale"])
-        dev = np.abs(z - ref[nn[0]].mean(axis=0))
+        dev = self.attribution(rs, x)
         order = np.argsort(-dev)[:3]
         names = [rs["metrics"][j] for j in order]
         top = names[0]
         parts = ", ".join(f"{rs['metrics'][j]} {r['v'][rs['metrics'][j]]:.4g}" for j in order)
+        what = "KNN distance" if self.kind == "knn" else "One-Class SVM score"
         return RuleFinding(top, rank, r["step"], r["ts"], float(r["v"][top]), Finding(
             0, self.name, self.severity, float(u),
-            f"the run's metrics at this step are unlike the {len(fit['ref'])} steps before "
-            f"(KNN distance {raw:.3g}, calibrated {u:.4f}); most different: {parts}",
+            f"the run's metrics at this step are unlike the {len(rs['fit']['ref'])} steps "
+            f"before ({what} {raw:.3g}, calibrated {u:.4f}); most different: {parts}",
             {"raw": float(raw), "calibrated": float(u),
              "deviation": {rs["metrics"][j]: float(dev[j]) for j in order}},
             contributors=names))
+
+
+class MultivariateOCSVM(MultivariateKNN):
+    """The same step vectors scored by a One-Class SVM (RBF) instead of KNN distance."""
+
+    name = "mvocsvm"
+    kind = "ocsvm"

@@ -91,7 +91,11 @@ DEFAULT_PIPELINES: list[tuple[str, list[tuple[str, dict]]]] = [
     ("*", [_NF, ("zscore", {"threshold": 8.0})]),
 ]
 
-DEFAULT_RUN_RULES: list[tuple[str, dict]] = [("overfit", {}), ("straggler", {}), ("weights", {})]
+# the multivariate KNN and One-Class SVM score every step vector (InfluxDB "scores", the
+# page) but do not page: on validation they add no recall at the precision target
+DEFAULT_RUN_RULES: list[tuple[str, dict]] = [
+    ("overfit", {}), ("straggler", {}), ("weights", {}),
+    ("mvknn", {"page": False}), ("mvocsvm", {"page": False})]
 
 # metric glob -> family: findings of one family in one run are one incident; first match
 # wins, a metric that matches none is a family of its own
@@ -111,10 +115,11 @@ NONFINITE_FAMILY = "nonfinite"  # a run gone NaN/Inf: every later finding is its
 
 
 def _run_rule_registry() -> dict:
-    from telltale.detectors.ml import MultivariateKNN
+    from telltale.detectors.ml import MultivariateKNN, MultivariateOCSVM
     from telltale.detectors.runrules import RULES
 
-    return {**RULES, MultivariateKNN.name: MultivariateKNN}
+    return {**RULES, MultivariateKNN.name: MultivariateKNN,
+            MultivariateOCSVM.name: MultivariateOCSVM}
 
 
 class Pipelines:

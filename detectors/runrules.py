@@ -63,8 +63,12 @@ class RunRule(AlertSemantics, ABC):
         return {}
 
     @abstractmethod
-    def update(self, state: dict, batch: dict[str, SeriesBatch]) -> list[RuleFinding]:
-        """Learn one batch of a run (``batch`` is keyed ``"metric|rank"``); mutates state."""
+    def update(self, state: dict, batch: dict[str, SeriesBatch],
+               scores: list | None = None) -> list[RuleFinding]:
+        """Learn one batch of a run (``batch`` is keyed ``"metric|rank"``); mutates state.
+
+        A rule that scores steps appends ``(series, rank, step, ts, name, score)`` rows to
+        ``scores`` (when given) for the run's score points."""
 
 
 def _merge(series: list[SeriesBatch]) -> list[tuple[int, int, float, float, SeriesBatch]]:
@@ -106,7 +110,7 @@ class Overfit(RunRule):
         return {"ema": None, "best": None, "best_step": None, "best_train": None,
                 "streak": 0, "active": False}
 
-    def update(self, state, batch):
+    def update(self, state, batch, scores=None):
         val = [s for s in batch.values() if _match(s.metric, self.val_patterns)]
         train = [s for s in batch.values()
                  if s.kind == "train" and _match(s.metric, self.train_patterns)]
@@ -179,7 +183,7 @@ class Straggler(RunRule):
         # per metric: known ranks, steps waiting for all ranks, per-rank streaks
         return {"m": {}}
 
-    def update(self, state, batch):
+    def update(self, state, batch, scores=None):
         out = []
         by_metric: dict[str, list[SeriesBatch]] = {}
         for s in batch.values():
@@ -268,7 +272,7 @@ class WeightsJump(RunRule):
     def new_state(self) -> dict:
         return {"ranks": {}}
 
-    def update(self, state, batch):
+    def update(self, state, batch, scores=None):
         norms = {s.rank: s for s in batch.values() if _match(s.metric, self.norm_patterns)}
         ratios = {s.rank: s for s in batch.values() if _match(s.metric, self.ratio_patterns)}
         out = []

@@ -183,11 +183,15 @@ class RunProcessor:
             scores = self._update_series(run, key, ser, sb, out, candidates)
             seen[key] = (sb.steps, sb.ts, sb.values, scores)
         rstate = state.setdefault("rules", {})
+        rule_scores: list[tuple] = []
         for rule in self.rules:
-            for rf in rule.update(rstate.setdefault(rule.name, rule.new_state()), batch):
+            for rf in rule.update(rstate.setdefault(rule.name, rule.new_state()), batch,
+                                  rule_scores):
                 kind = state["series"][f"{rf.metric}|{rf.rank}"]["kind"]
                 candidates.append(Candidate(rf.metric, rf.rank, kind, rf.step, rf.ts, rf.value,
                                             rf.finding))
+        if rule_scores:
+            self._rule_score_points(run, rule_scores, out)
         if refused:
             state["refused_values"] = state.get("refused_values", 0) + sum(n for _, n in refused)
             out.rejected.append(Rejected(
@@ -274,6 +278,21 @@ class RunProcessor:
         out.blocks.append(PointBlock(
             "scores", {"run": run, "metric": metric, "rank": rank, "kind": kind}, names,
             mat.tolist(), steps.tolist(), np.rint(ts * 1e9).astype(np.int64).tolist()))
+
+    @staticmethod
+    def _rule_score_points(run, rows: list[tuple], out: Output) -> None:
+        """Run rules' step scores (multivariate KNN / One-Class SVM) as score blocks, one per
+        (series, rank): a column per rule."""
+        by: dict[tuple, dict] = {}
+        for series, rank, step, ts, name, score in rows:
+            by.setdefault((series, rank), {}).setdefault((step, ts), {})[name] = score
+        for (series, rank), at in by.items():
+            names = sorted({n for d in at.values() for n in d})
+            keys = sorted(at)
+            out.blocks.append(PointBlock(
+                "scores", {"run": run, "metric": series, "rank": rank, "kind": "train"}, names,
+                [[at[k].get(n, float("nan")) for k in keys] for n in names],
+                [k[0] for k in keys], [to_ns(k[1]) for k in keys]))
 
     @staticmethod
     def _window_points(run, key, ser, closed: list[WindowResult]) -> list[Point]:
