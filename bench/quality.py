@@ -20,6 +20,8 @@ Nothing is chosen on the validation data: it is only measured. Quote validation 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import tempfile
 import time
@@ -78,18 +80,55 @@ def trainfaults_section(shared: Path) -> list[str]:
     for name, a, b, fmt, goal in rows:
         gap = "" if a != a or b != b else fmt.format(b - a)
         lines.append(f"  {name:32} {_f(a, fmt):>8} {_f(b, fmt):>10} {gap:>8}  {goal}")
-    lines.append(f"  {'straggler rank named':32} {tune.straggler_named}/{tune.straggler_runs:<6}"
-                 f" {val.straggler_named:>8}/{val.straggler_runs}")
+    t_named = f"{tune.straggler_named}/{tune.straggler_runs}"
+    v_named = f"{val.straggler_named}/{val.straggler_runs}"
+    lines.append(f"  {'straggler rank named':32} {t_named:>8} {v_named:>10}")
     missed = sorted(f for f, r in val.per_fault.items() if r.recall < 1)
     lines.append("  validation: fault types not always caught: " + (", ".join(missed) or "none"))
     lines.append("  incidents opened per detector, correct/false (tuning | validation):")
     for det in sorted(set(tune.by_detector) | set(val.by_detector)):
         t, v = tune.by_detector.get(det, [0, 0]), val.by_detector.get(det, [0, 0])
         lines.append(f"    {det:12} {t[0]:>3}/{t[1]:<3} | {v[0]:>3}/{v[1]:<3}")
+    lines += multivariate_lines(shared / "data" / VALIDATION, val, val_info)
     lines.append("")
     lines.append("  validation report:")
     lines += ["    " + x for x in trainfaults_score.format_report(val).splitlines()]
     return lines
+
+
+def multivariate_lines(data: Path, base, base_info) -> list[str]:
+    """What the multivariate KNN and One-Class SVM (scoring by default, not paging) would
+    add on validation if they paged, and what scoring them costs."""
+    from telltale.detectors.pipelines import DEFAULT_RUN_RULES
+
+    out = ["  multivariate KNN / One-Class SVM on the step vector (score by default, page "
+           "only with page=True), on validation:"]
+    variants = {
+        "without them": [r for r in DEFAULT_RUN_RULES if r[0] not in ("mvknn", "mvocsvm")],
+        "paging (page=True)": [(n, {**kw, "page": True}) if n in ("mvknn", "mvocsvm")
+                               else (n, kw) for n, kw in DEFAULT_RUN_RULES]}
+    for label, rules in variants.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "pipelines.json"
+            path.write_text(json.dumps({"run_rules": rules}))
+            old = os.environ.get("TELLTALE_PIPELINES")
+            os.environ["TELLTALE_PIPELINES"] = str(path)
+            try:
+                info, rep = trainfaults_report(data)
+            finally:
+                if old is None:
+                    os.environ.pop("TELLTALE_PIPELINES")
+                else:
+                    os.environ["TELLTALE_PIPELINES"] = old
+        mv = [rep.by_detector.get(d, [0, 0]) for d in ("mvknn", "mvocsvm")]
+        out.append(f"    {label:20} recall {rep.recall:.3f} precision {_f(rep.precision)} "
+                   f"FA/10k {rep.false_alarms_per_10k:.2f}; incidents opened by mvknn "
+                   f"{mv[0][0]}/{mv[0][1]}, mvocsvm {mv[1][0]}/{mv[1][1]} (correct/false); "
+                   f"{info['events_per_s']:,.0f} events/s")
+    out.append(f"    {'default (scoring)':20} recall {base.recall:.3f} precision "
+               f"{_f(base.precision)} FA/10k {base.false_alarms_per_10k:.2f}; "
+               f"{base_info['events_per_s']:,.0f} events/s")
+    return out
 
 
 # -- NAB --------------------------------------------------------------------------------
@@ -140,11 +179,13 @@ def nab_section(shared: Path) -> list[str]:
              f"half {len(val)} files (alternate files per category); 0 = null, 100 = perfect",
              f"  {'scorer':24} {'profile':19} {'tuning':>7} {'VALIDATION':>10} {'val swept':>9} "
              f"{'gap':>7} {'rows/s':>9} {'peak MB':>8}"]
+    longest = max(corpus, key=lambda s: s.values.size)
     for name, fn in candidates().items():
-        tracemalloc.start()
         t0 = time.perf_counter()
         scores = {s.name: fn(s.values) for s in corpus}
         rate = rows / (time.perf_counter() - t0)
+        tracemalloc.start()  # peak memory on the longest file (tracing slows it: not timed)
+        fn(longest.values)
         peak = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.stop()
         r_tune = nab_score.score_corpus(tune, scores)
