@@ -153,13 +153,21 @@ class Pipelines:
 
     @classmethod
     def from_file(cls, path: str) -> Pipelines:
-        with open(path) as f:
-            doc = json.load(f)
-        metrics, run_rules, families = (doc, None, None) if isinstance(doc, list) else (
-            doc.get("metrics"), doc.get("run_rules"), doc.get("families"))
-        return cls([(p, [tuple(d) for d in dets]) for p, dets in metrics] if metrics else None,
-                   [tuple(r) for r in run_rules] if run_rules is not None else None,
-                   [tuple(f) for f in families] if families else None)
+        """Pipelines from a JSON file; any fault is a ConfigError naming the file."""
+        from telltale.config import ConfigError
+
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+            metrics, run_rules, families = (doc, None, None) if isinstance(doc, list) else (
+                doc.get("metrics"), doc.get("run_rules"), doc.get("families"))
+            return cls(
+                [(p, [tuple(d) for d in dets]) for p, dets in metrics] if metrics else None,
+                [tuple(r) for r in run_rules] if run_rules is not None else None,
+                [tuple(f) for f in families] if families else None)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"pipelines file {path} (TELLTALE_PIPELINES): {exc}; fix the "
+                              "file or unset TELLTALE_PIPELINES for the defaults") from None
 
     def run_rules(self) -> list:
         """The run-level rules (stateless; their state lives in the run's state)."""

@@ -207,3 +207,20 @@ def test_every_run_rule_builds_with_its_defaults_and_state_is_json(name):
         proc.process(state, events[i:i + 100])
         state = json.loads(json.dumps(state))
     assert name in state["rules"]
+
+
+def test_a_bad_pipelines_file_stops_the_cli_at_start_with_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "pipelines.json"
+    bad.write_text(json.dumps([["*loss*", [["zscore", {"treshold": 3}]]]]))
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({"run": "r", "step": 1, "ts": 1e9, "kind": "train",
+                                  "metrics": {"loss": 1.0}}) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "telltale", "detect", str(events), "--out",
+                           str(tmp_path / "a.jsonl")], capture_output=True, text=True,
+                          env={**os.environ, "TELLTALE_PIPELINES": str(bad)}, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "unknown parameter 'treshold'" in proc.stderr and str(bad) in proc.stderr
