@@ -24,9 +24,14 @@ def test_demo_runs_embedded_and_reports(tmp_path):
     for r in DEMO_RUNS:
         n = sum(a["run"] == r.run and a["state"] == "firing" for a in alerts)
         assert f"{r.run:14} incidents: {n}" in out
-    # every incident the demo raised is resolved by the end of its run
-    assert sorted(a["id"] for a in alerts if a["state"] == "firing") == \
-        sorted(a["id"] for a in alerts if a["state"] == "resolved")
+    # every incident the demo raised fired once and is resolved by the end of its run (an
+    # incident re-opened by a related finding resolves again: its last record counts)
+    last = {}
+    for a in alerts:
+        last[a["id"]] = a["state"]
+    firing_ids = [a["id"] for a in alerts if a["state"] == "firing"]
+    assert len(firing_ids) == len(set(firing_ids)) and set(firing_ids) == set(last)
+    assert set(last.values()) == {"resolved"}
     metrics = (tmp_path / "store" / "metrics.jsonl").read_text().splitlines()
     n = sum(len(list(simulate(r))) + len(list(simulate_system(r))) for r in DEMO_RUNS)
     assert n == 4 * (600 + 30 + 120 * 4)  # train, eval, system events of 4 ranks every 5 steps
