@@ -129,7 +129,9 @@ class Pipelines:
     """
 
     def __init__(self, rules=None, run_rules=None, families=None):
-        self.rules = []
+        self.rules = []  # (pattern, built detectors)
+        self.rule_specs = [(p.lower(), [(n, dict(kw)) for n, kw in dets])
+                           for p, dets in (rules or DEFAULT_PIPELINES)]  # as declared
         for p, dets in (rules or DEFAULT_PIPELINES):
             built = []
             for n, kw in dets:
