@@ -180,6 +180,8 @@ class WindowStats:
             if not done(start):
                 continue
             n, mu, m2, lo, hi, s0, s1, t0, t1 = state["open"].pop(key)
+            if lo == hi:  # a constant window: exactly, whatever rounding the merges left
+                mu, m2 = lo, 0.0
             out.append(WindowResult(self.spec.label, start, start + self.spec.size, int(n),
                                     mu, (m2 / n) ** 0.5, lo, hi, s0, s1, t0, t1,
                                     self.spec.hop))

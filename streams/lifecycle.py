@@ -93,12 +93,14 @@ class AlertTracker:
     # -- entry points -----------------------------------------------------------
 
     def process(self, state: dict, candidates: list, seen: dict, window_points=()) -> list[dict]:
-        """Records for one batch. ``seen``: series key -> (steps, ts, values, {detector: scores})
-        for every series that got values in the batch."""
+        """Records for one batch. ``seen``: series key -> (steps, ts, values, {detector: scores}
+        [, stream positions]) for every series that got values in the batch; candidates carry
+        their event's stream position (``seq``). Records are taken in stream order, so a step
+        split across batches gives the same records as one batch."""
         al = state.setdefault("alerts", self.new_state())
         run = state["run"]
         closed = self._closed_windows(window_points)
-        for steps, ts, _, _ in seen.values():
+        for steps, ts, *_ in seen.values():
             if len(steps):
                 i = int(np.argmax(steps))
                 if al.get("last_step") is None or steps[i] >= al["last_step"]:
@@ -118,10 +120,11 @@ class AlertTracker:
             cands = sorted(by_key.get(ikey, []), key=lambda c: c.step)
             gens.append(self._advance(run, al, ikey, cands, seen.get(f"{metric}|{rank}"), det,
                                       closed))
-        # within a step the most severe, then highest-scoring record goes first: it leads
-        # the incident that the others of its family join
+        # stream order (step, then the event), and within one event the most severe, then
+        # highest-scoring record first: it leads the incident the others of its family join
         def order(r):
-            return (r["step"], -SEVERITY_RANK.get(r["severity"], 0), -r["score"], r["_key"])
+            return (r["step"], r["_seq"], -SEVERITY_RANK.get(r["severity"], 0), -r["score"],
+                    r["_key"])
 
         heap = []
         for i, g in enumerate(gens):
@@ -164,7 +167,7 @@ class AlertTracker:
                 p.update(open=False, members=[], resolved_at=step)
             out.append(r)
         for r in out:
-            del r["_inc"], r["_key"]
+            del r["_inc"], r["_key"], r["_seq"]
         al["recent"].clear()
         probs.clear()
         return out
@@ -180,7 +183,8 @@ class AlertTracker:
             for c in cands:
                 yield from self._on_finding(run, al, ikey, c, closed)
             return
-        steps, ts, values, scores = series
+        steps, ts, values, scores = series[:4]
+        seqs = series[4] if len(series) > 4 else np.zeros(len(steps), dtype=np.int64)
         score = scores.get(det)
         bad = np.asarray(sem.abnormal(values, np.full(len(values), np.nan) if score is None
                                       else score), dtype=bool)
@@ -195,14 +199,14 @@ class AlertTracker:
             inc = al["open"].get(ikey)
             if inc is not None and hi > lo and base > 0:
                 yield from self._maybe_resolve(run, al, ikey, inc, steps[lo:hi], ts[lo:hi],
-                                               bad[lo:hi], base)
+                                               bad[lo:hi], base, seqs[lo:hi])
             if s_f is None:
                 break
             for c in at[s_f]:
                 yield from self._on_finding(run, al, ikey, c, closed)
             lo = int(np.searchsorted(steps, s_f, side="right"))
 
-    def _maybe_resolve(self, run, al, ikey, inc, steps, ts, bad, base):
+    def _maybe_resolve(self, run, al, ikey, inc, steps, ts, bad, base, seqs):
         r = base * (2 ** min(inc["flaps"], 3))
         s = steps.astype(float)
         badstep = np.where(bad, s, -np.inf)
@@ -221,7 +225,8 @@ class AlertTracker:
         yield self._record(run, inc, "resolved", step,
                            f"{inc['metric']} resolved: normal for {r} steps since step "
                            f"{inc['last_bad']} (incident from step {inc['first_step']})",
-                           reason=f"normal for {r} steps", ts=float(ts[i]), key=ikey)
+                           reason=f"normal for {r} steps", ts=float(ts[i]), key=ikey,
+                           seq=int(seqs[i]))
 
     def _on_finding(self, run, al, ikey, c, closed):
         f = c.finding
@@ -246,7 +251,7 @@ class AlertTracker:
                 self._touch(inc, c, fields)
                 yield self._record(run, inc, "updated", c.step,
                                    f"{fields['message']} (re-fired {inc['flaps']}× after "
-                                   "resolving)", key=ikey)
+                                   "resolving)", key=ikey, seq=c.seq)
                 return
             inc = al["open"][ikey] = {
                 "id": alert_id(run, c.metric, c.rank, f.detector, c.step), "metric": c.metric,
@@ -255,13 +260,15 @@ class AlertTracker:
                 "family": self.pipelines.family(c.metric, f.detector), "problem": None,
                 **fields}
             self._touch(inc, c, fields)
-            yield self._record(run, inc, "firing", c.step, fields["message"], key=ikey)
+            yield self._record(run, inc, "firing", c.step, fields["message"], key=ikey,
+                               seq=c.seq)
             return
         rose = SEVERITY_RANK.get(f.severity, 0) > SEVERITY_RANK.get(inc["severity"], 0)
         self._touch(inc, c, fields)
         if rose or not inc["announced"] or c.step - inc["last_emit"] >= p.update_every:
             note = " (severity rose)" if rose else f" ({inc['count']} findings so far)"
-            yield self._record(run, inc, "updated", c.step, fields["message"] + note, key=ikey)
+            yield self._record(run, inc, "updated", c.step, fields["message"] + note, key=ikey,
+                               seq=c.seq)
 
     @staticmethod
     def _touch(inc, c, fields) -> None:
@@ -274,7 +281,7 @@ class AlertTracker:
         inc["last_bad"] = max(inc["last_bad"], c.step)
 
     def _record(self, run, inc, state_, step, message, reason: str = "",
-                ts: float | None = None, key: str = "") -> dict:
+                ts: float | None = None, key: str = "", seq: int = 0) -> dict:
         rec = {"schema": ALERT_SCHEMA, "id": inc["id"], "state": state_, "run": run,
                "metric": inc["metric"], "rank": inc["rank"], "kind": inc["kind"],
                "detector": inc["detector"], "severity": inc["severity"], "step": step,
@@ -286,7 +293,7 @@ class AlertTracker:
         rec["stats"]["findings"] = inc["count"]
         if reason:
             rec["stats"]["resolved_because"] = reason
-        rec["_inc"], rec["_key"] = inc, key  # removed by _guard
+        rec["_inc"], rec["_key"], rec["_seq"] = inc, key, seq  # removed by _guard
         return rec
 
     @staticmethod
@@ -363,6 +370,7 @@ class AlertTracker:
         p = self.policy
         inc = r.pop("_inc")
         ikey = r.pop("_key")
+        del r["_seq"]
         if r["state"] == "resolved":
             if inc["announced"] and self._group(al, r, inc, ikey):
                 out.append(r)  # always closes what was announced
@@ -377,6 +385,14 @@ class AlertTracker:
             al["held"] += 1
             return
         self._group(al, r, inc, ikey)
+        prob = self._problem(al, inc)
+        if prob is not None:
+            # one record per incident, state and step (the consumers' idempotency key):
+            # more members joining at one step show in the incident's next record
+            if prob.get("last") == [r["state"], r["step"]]:
+                inc["announced"] = True
+                return
+            prob["last"] = [r["state"], r["step"]]
         al["n"] += 1
         inc["announced"] = True
         inc["last_emit"] = r["step"]

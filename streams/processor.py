@@ -36,7 +36,7 @@ class Candidate:
     ts: float
     value: float
     finding: Finding
-    seq: int = 0  # the event's place in its batch (stream order within a step)
+    seq: int = 0  # the event's place in its run's stream (order within a step)
 
 
 @dataclass
@@ -119,6 +119,7 @@ class RunProcessor:
         if not events:
             return out
         run = state["run"]
+        base = state["events"]  # the run's events before this chunk: global stream positions
         state["events"] += len(events)
         state["ended"] = False
         # (metric, rank) -> (steps, ts, values, kind, seqs, series key, host)
@@ -181,15 +182,23 @@ class RunProcessor:
                                           np.asarray(vals, dtype=float),
                                           np.asarray(seqs, dtype=np.int64), host)
             scores = self._update_series(run, key, ser, sb, out, candidates)
-            seen[key] = (sb.steps, sb.ts, sb.values, scores)
+            seen[key] = (sb.steps, sb.ts, sb.values, scores, sb.seq + base)
         rstate = state.setdefault("rules", {})
         rule_scores: list[tuple] = []
+        last_seq: dict[int, int] = {}  # step -> the batch's last event at that step
+        if self.rules:
+            for sb in batch.values():
+                for st, q in zip(sb.steps.tolist(), sb.seq.tolist(), strict=True):
+                    if q > last_seq.get(st, -1):
+                        last_seq[st] = q
         for rule in self.rules:
             for rf in rule.update(rstate.setdefault(rule.name, rule.new_state()), batch,
                                   rule_scores):
                 kind = state["series"][f"{rf.metric}|{rf.rank}"]["kind"]
+                # a rule decides once the step's last value it needed is in: that event
+                seq = last_seq.get(rf.step, len(events) - 1)
                 candidates.append(Candidate(rf.metric, rf.rank, kind, rf.step, rf.ts, rf.value,
-                                            rf.finding))
+                                            rf.finding, seq))
         if rule_scores:
             self._rule_score_points(run, rule_scores, out)
         if refused:
@@ -199,6 +208,8 @@ class RunProcessor:
                 f"may have (TELLTALE_MAX_SERIES_PER_RUN); {sum(n for _, n in refused)} values "
                 f"of {len(refused)} new series were not processed",
                 {"run": run, "series": [k for k, _ in refused[:50]]}))
+        for c in candidates:
+            c.seq += base
         candidates = self._group_nonfinite(state, candidates)
         self._emit_alerts(state, candidates, out, seen)
         return out

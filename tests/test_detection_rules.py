@@ -224,3 +224,14 @@ def test_a_bad_pipelines_file_stops_the_cli_at_start_with_one_line(tmp_path):
                           env={**os.environ, "TELLTALE_PIPELINES": str(bad)}, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "unknown parameter 'treshold'" in proc.stderr and str(bad) in proc.stderr
+
+
+@pytest.mark.parametrize("fault", ["lr_spike", "slowdown", "straggler"])
+def test_records_do_not_depend_on_batching_and_keys_are_unique(fault):
+    """Ranks' events of one step split across batches give the same records, and each
+    (id, state, step) — the consumers' idempotency key — names one record."""
+    events = training_run(7, steps=600, ranks=4, fault=fault, onset=300)
+    runs = [run_alerts(events, size) for size in (len(events), 3, 7, 64)]  # splits steps
+    assert runs[0] == runs[1] == runs[2] == runs[3]
+    keys = [(a["id"], a["state"], a["step"]) for a in runs[0]]
+    assert len(keys) == len(set(keys)) and firing(runs[0])
