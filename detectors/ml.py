@@ -34,7 +34,7 @@ from telltale.detectors.base import (
 from telltale.detectors.runrules import RuleFinding, RunRule
 
 _MODELS: OrderedDict = OrderedDict()  # (fit nonce) -> fitted model; bounded LRU
-_MAX_MODELS = 2048
+_MAX_MODELS = 256  # ~30 kB each: ~8 MB; a missing model is rebuilt from its snapshot
 
 
 def _cache_put(nonce: str, model) -> None:
