@@ -148,7 +148,13 @@ def check_influx(cfg: Config) -> list[Check]:
                             "the worker creates it at start (check TELLTALE_INFLUX_DB)",
                             {"databases": dbs}))
         return checks
-    res = influx_query(cfg, f'SHOW RETENTION POLICIES ON "{cfg.influx_db}"')
+    try:
+        res = influx_query(cfg, f'SHOW RETENTION POLICIES ON "{cfg.influx_db}"')
+    except AccessError as exc:  # e.g. the worker's write-only user
+        checks.append(Check("retention", "warn", f"cannot read the retention policies of "
+                            f"{cfg.influx_db!r} as this user ({exc}); run doctor with a user "
+                            "that may read it"))
+        return checks
     rows = [dict(zip(s["columns"], v, strict=False)) for s in res[0].get("series", [])
             for v in s.get("values", [])] if res else []
     default = next((r for r in rows if r.get("default")), None)
