@@ -106,7 +106,7 @@ def client_env(secure: dict, user: str, tmp: Path, via_file: bool = True,
         "TELLTALE_TOPIC_PREFIX": secure["TELLTALE_SECURE_PREFIX"],
         "TELLTALE_APP_ID": secure["TELLTALE_SECURE_APP_ID"],
         "TELLTALE_INFLUX_URL": secure["TELLTALE_SECURE_INFLUX_URL"],
-        "TELLTALE_INFLUX_DB": secure["TELLTALE_SECURE_INFLUX_DB"],
+        "TELLTALE_INFLUX_DB": secure.get("TELLTALE_SECURE_INFLUX_DB", "telltale_sec"),
         "TELLTALE_INFLUX_TOKEN_FILE": str(sec / f"influx-{influx_user}.token"),
         "TELLTALE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "TELLTALE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
@@ -341,7 +341,7 @@ def test_pipeline_with_least_privilege_and_no_secret_anywhere(secure, tmp_path):
         # every metric value landed in InfluxDB; the page's reader sees them, the writer not
         rcfg = Config.from_env(client_env(secure, "alerts", tmp_path, influx_user="reader"))
         wcfg = Config.from_env(worker_env)
-        db = secure["TELLTALE_SECURE_INFLUX_DB"]
+        db = secure.get("TELLTALE_SECURE_INFLUX_DB", "telltale_sec")
         q = "SELECT count(\"step\") FROM metrics WHERE run = 'sec-div'"  # one point per event
 
         def counted():
