@@ -282,7 +282,7 @@ print_secure_env() {
 }
 
 make_secrets() { # CA + broker certificate (SAN 127.0.0.1, localhost) and one password per user
-  mkdir -p "$SECDIR" && chmod 700 "$SECDIR"
+  mkdir -p "$SECDIR" && chmod -R go= "$SECDIR"
   local u
   for u in $SUSERS influx-admin influx-writer influx-reader store; do
     [[ -s $SECDIR/$u.password ]] || (umask 077; openssl rand -hex 16 >"$SECDIR/$u.password")
@@ -399,7 +399,7 @@ add_acls() { # least privilege per principal; run in parallel (one JVM each)
 start_secure_kafka() {
   if skafka_healthy; then log "secured Kafka already running on 127.0.0.1:$SKAFKA_PORT"; return 0; fi
   stop_secure_kafka 2>/dev/null
-  mkdir -p "$SKDIR" && chmod 700 "$SKDIR"
+  mkdir -p "$SKDIR" && chmod -R go= "$SKDIR"   # also what an older version left readable
   write_secure_kafka_config
   local cp="$KAFKA_LIBS/*" l4j="-Dlog4j.configuration=file:$SKDIR/log4j.properties" uuid out u
   [[ -f $SKDIR/kafka.log ]] && mv "$SKDIR/kafka.log" "$SKDIR/kafka.log.prev"
@@ -441,7 +441,7 @@ EOF
 start_secure_influx() {
   if sinflux_healthy; then log "secured InfluxDB already running on 127.0.0.1:$SINFLUX_PORT"; return 0; fi
   stop_secure_influx 2>/dev/null
-  mkdir -p "$SIDIR" && chmod 700 "$SIDIR"
+  mkdir -p "$SIDIR" && chmod -R go= "$SIDIR"
   rm -rf "$SIDIR/meta" "$SIDIR/data" "$SIDIR/wal"
   [[ -f $SIDIR/influxd.log ]] && mv "$SIDIR/influxd.log" "$SIDIR/influxd.log.prev"
   log "starting secured InfluxDB $INFLUX_VERSION on 127.0.0.1:$SINFLUX_PORT (auth enabled)"
