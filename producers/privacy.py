@@ -96,7 +96,7 @@ class Privacy:
         if salt is None and self.hash_tags:
             from telltale.config import Config
 
-            salt = load_salt(salt_file or Config().hash_salt_file)
+            salt = load_salt(salt_file or Config.from_env().hash_salt_file)
         self.text, self._salt = text, salt or ""
         self.names = MetricNamePolicy(metric_names, metric_pattern) \
             if metric_names or metric_pattern else None
