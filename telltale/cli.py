@@ -367,17 +367,17 @@ def _silence_store(cfg: Config):
 
 
 def cmd_silence(args) -> int:
-    if not _config(args).kafka:
-        return _silence(args)
+    cfg = _config(args)
+    if not cfg.kafka:
+        return _silence(args, cfg)
     from kafka.errors import AuthorizationError, KafkaError
 
     from telltale.access import check_kafka
 
-    cfg = _config(args)
     check_kafka(cfg)  # a wrong password: a clear error, not "no silences"
     topic = f"{cfg.topic_prefix}.silences"
     try:
-        return _silence(args)
+        return _silence(args, cfg)
     except AuthorizationError as exc:
         need = "Read and Describe" if args.action == "list" else "Read, Write, Describe (and " \
             "Create, for the first silence)"
@@ -390,10 +390,9 @@ def cmd_silence(args) -> int:
     return 1
 
 
-def _silence(args) -> int:
+def _silence(args, cfg: Config) -> int:
     from telltale.sinks.handlers import new_silence
 
-    cfg = _config(args)
     store = _silence_store(cfg)
     where = (f"topic {cfg.topic_prefix}.silences on {cfg.kafka}" if cfg.kafka
              else os.path.join(cfg.store_dir, "silences.json"))
