@@ -272,7 +272,8 @@ def test_pipeline_with_least_privilege_and_no_secret_anywhere(secure, tmp_path):
     it did not create). Page: InfluxDB user 'reader'. Faust's own views are off."""
     worker_env = client_env(secure, "worker", tmp_path)  # password from a file
     web_port = free_port()
-    worker_env.update(TELLTALE_WORKER_UI="1", TELLTALE_WEB_PORT=str(web_port))
+    worker_env.update(TELLTALE_WORKER_UI="1", TELLTALE_WEB_PORT=str(web_port),
+                      TELLTALE_LOG_LEVEL="debug")  # no secret even in debug logs
     log_path = tmp_path / "worker.log"
     worker = subprocess.Popen([sys.executable, "-m", "telltale", "worker"], env=worker_env,
                               cwd=tmp_path, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
@@ -296,7 +297,16 @@ def test_pipeline_with_least_privilege_and_no_secret_anywhere(secure, tmp_path):
         assert get("/ui/") == 200
         assert get("/table/") == 404 and get("/router/") == 404  # Faust's views: off
 
-        # the producer library, password from the env var
+        # the producer library, password from the env var, every logger at debug level
+        debug_lines: list[str] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record):
+                debug_lines.append(self.format(record))
+        keep, root = Keep(logging.DEBUG), logging.getLogger()
+        old_level = root.level
+        root.addHandler(keep)
+        root.setLevel(logging.DEBUG)
         penv = client_env(secure, "producer", tmp_path, via_file=False)
         pcfg = Config.from_env(penv)
         assert secure["passwords"]["producer"] not in repr(pcfg)
@@ -308,6 +318,9 @@ def test_pipeline_with_least_privilege_and_no_secret_anywhere(secure, tmp_path):
             mon.log(m, step=s, kind=k, ts=ts)
             sent += 1
         assert mon.close(30) is not False and mon.stats()["queued"] == 0
+        root.removeHandler(keep)
+        root.setLevel(old_level)
+        assert len(debug_lines) > 10  # kafka-python's debug lines were captured
 
         # the alert consumer, as the alerts-reader principal
         alerts = telltale(["alerts", "--from-beginning", "--json", "--state", "firing",
@@ -369,11 +382,13 @@ def test_pipeline_with_least_privilege_and_no_secret_anywhere(secure, tmp_path):
         doctor = runs[-1]
         assert "as 'admin'" in doctor.stdout and "healthy" in doctor.stdout.splitlines()[-1]
         outputs = [alerts.stdout, alerts.stderr, nout.read_text(), nerr.read_text(),
-                   doctor.stdout, doctor.stderr]
+                   doctor.stdout, doctor.stderr, "\n".join(debug_lines)]
     finally:
         worker.terminate()
         worker.wait(30)
-    for text in [*outputs, log_path.read_text(errors="replace")]:
+    worker_log = log_path.read_text(errors="replace")
+    assert "DEBUG" in worker_log  # the worker did log at debug level
+    for text in [*outputs, worker_log]:
         assert_no_secret(text, secure)
     bad = private_violations(data_dir)
     assert not bad, "worker files readable by other users:\n" + "\n".join(bad[:20])
