@@ -172,6 +172,7 @@ class Monitor:
                 "replayed": self._replayed,
                 "redacted": self._redacted, "invalid": self._invalid,
                 "dropped_tags": sorted(self.privacy.dropped_tags),
+                "dropped_metrics": self.privacy.dropped_metrics,
                 "send_failures": self._failures, "last_error": self._last_error}
 
     def __enter__(self) -> Monitor:
@@ -222,7 +223,12 @@ class Monitor:
                             "non-negative int and ts finite Unix seconds (got %r, %r, %r)",
                             sorted(KINDS), kind, step, ts)
             return None
+        before = self.privacy.dropped_metrics
         m, redacted, invalid = self.privacy.metrics(metrics)
+        if self.privacy.dropped_metrics > before:
+            self._warn_once("names", "telltale: metric names outside the metric-name policy "
+                            "are not shipped (%d dropped so far; names not shown)",
+                            self.privacy.dropped_metrics)
         if redacted:
             self._redacted += redacted
             self._warn_once("text", "telltale: text metric values are not shipped (redacted: "
@@ -278,8 +284,17 @@ class Monitor:
                 backoff = min(backoff * 2, self.max_backoff)
 
     def _failed(self, exc: Exception) -> None:
+        """Count a failed send; the first one (and the first refusal of the credentials or
+        ACLs) is logged at once with its reason, not only at close."""
         self._failures += 1
-        self._last_error = str(exc)
+        self._last_error = reason = str(exc)
+        refused = any(w in reason for w in ("credentials", "may not", "Authorization",
+                                            "authentication"))
+        self._warn_once("refused" if refused else "send", "telltale: run %s: cannot send to "
+                        "%s: %s. Events are kept%s and sent once this is fixed; this is "
+                        "logged once, see Monitor.stats()['last_error']", self.run,
+                        getattr(self.transport, "topic", "the transport"), reason,
+                        " in the spool" if self.spool is not None else " in memory")
 
     def _pump(self) -> bool:
         """Send the spool, then the queue; False when the transport failed."""

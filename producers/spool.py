@@ -7,6 +7,8 @@ original timestamps and are replayed in the order they were written; a spool lef
 crashed trainer is replayed by the next monitor of the same run and rank. Delivery is at
 least once: a crash between a send and the offset update sends that one batch again.
 
+Spool files are created 0600 in a 0700 directory (they hold what the trainer logged).
+
 The file is bounded (``max_bytes``): a batch that does not fit is dropped and counted
 (``dropped_events``), never silently.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+
+from telltale.private import makedirs, open_private
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -35,23 +39,23 @@ class Spool:
 
     def __init__(self, directory: str, run: str, rank: str = "0",
                  max_bytes: int = 512 * 1024 * 1024):
-        os.makedirs(directory, exist_ok=True)
+        makedirs(directory)
         self.max_bytes = max_bytes
         self.dropped_events = 0
         self.spooled_events = 0
         self.corrupt_lines = 0
         self.last_error: str | None = None
         base = os.path.join(directory, spool_name(run, rank))
-        self._lock = open(base + ".lock", "a")
+        self._lock = open_private(base + ".lock", "a")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # another live process of the same run and rank: use a file of its own
             self._lock.close()
             base = f"{base}.{os.getpid()}"
-            self._lock = open(base + ".lock", "a")
+            self._lock = open_private(base + ".lock", "a")
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.path, self._offset_path = base, base + ".offset"
-        self._f = open(self.path, "ab")
+        self._f = open_private(self.path, "ab")
         self._size = self._f.seek(0, os.SEEK_END)
         self._offset = self._read_offset()
         if self._offset > self._size:  # a stale offset file: replay everything there is
@@ -121,7 +125,7 @@ class Spool:
 
     def _save_offset(self) -> None:
         tmp = self._offset_path + ".tmp"
-        with open(tmp, "w") as f:
+        with open_private(tmp, "w") as f:
             f.write(str(self._offset))
         os.replace(tmp, self._offset_path)
 

@@ -66,9 +66,17 @@ class KafkaTransport:
             producer.send(self.topic, key=run.encode(), value=payload).get(
                 self.options["delivery_timeout_ms"] / 1000 + 1.0)
         except KafkaError as exc:
+            from kafka.errors import AuthorizationError
+
             # start afresh next time: a producer that lived through an outage can keep stale
             # metadata and idempotence sequence numbers, and stall its partitions for good
             self._abandon()
+            if isinstance(exc, AuthorizationError):
+                user = self.options.get("sasl_plain_username")
+                raise TransportError(
+                    f"Kafka user {user!r} may not write to {self.topic} "
+                    f"({type(exc).__name__}): ask for Write and Describe ACLs on it, or set "
+                    "TELLTALE_KAFKA_SASL_USERNAME to the producer principal") from None
             raise TransportError(f"Kafka send to {self.topic} failed: {exc}") from None
 
     def _abandon(self) -> None:

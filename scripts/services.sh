@@ -20,7 +20,8 @@
 #      Secured pair: TELLTALE_SECURE_KAFKA_PORT (Kafka port + 2), TELLTALE_SECURE_KAFKA_CONTROLLER_PORT
 #      (+ 3), TELLTALE_SECURE_INFLUX_PORT (InfluxDB port + 1), TELLTALE_SECURE_INFLUX_RPC_PORT (+ 1),
 #      TELLTALE_SECURE_PREFIX (topic prefix the ACLs name, telltale-sec),
-#      TELLTALE_SECURE_APP_ID (worker group the ACLs name, telltale-sec-worker).
+#      TELLTALE_SECURE_APP_ID (worker group the ACLs name, telltale-sec-worker),
+#      TELLTALE_SECURE_INFLUX_DB (the database its users may write/read, telltale_sec).
 # Everything except the export lines goes to stderr.
 set -euo pipefail
 
@@ -250,17 +251,25 @@ stop_influx() { stop_proc "InfluxDB" "$IDIR/influxd.pid" "$(influx_marker)"; }
 
 # ---------------------------------------------------------------- secured pair (start-secure)
 # Kafka: SASL_SSL listener, SCRAM-SHA-512 users made at format time, StandardAuthorizer ACLs;
-# the controller listener stays PLAINTEXT on loopback (its principal, ANONYMOUS, is a super user).
-# InfluxDB: HTTP auth on, one admin user. Certificates and passwords live in $SVC/secure/ and
-# are kept across starts (made once with openssl); broker and InfluxDB data are wiped.
+# the controller listener is TLS with client certificates required (KRaft cannot use SCRAM
+# there): only the broker itself, holding the CA-signed broker certificate, gets in, as the
+# super user User:CN=localhost. No ANONYMOUS principal is privileged.
+# InfluxDB: HTTP auth on; an admin (set-up only), a write-only user for the worker and a
+# read-only user for the page, on database $SINFLUX_DB.
+# Certificates and passwords live in $SVC/secure/ (0700) and are kept across starts (made once
+# with openssl); broker and InfluxDB data are wiped. Everything is made with umask 077, and no
+# secret is ever on a command line: the SCRAM users go to StorageTool through a java @argfile,
+# InfluxQL with passwords goes to curl through its config on stdin.
 SKAFKA_PORT=${TELLTALE_SECURE_KAFKA_PORT:-$((KAFKA_PORT + 2))}
 SKAFKA_CTRL_PORT=${TELLTALE_SECURE_KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 3))}
 SINFLUX_PORT=${TELLTALE_SECURE_INFLUX_PORT:-$((INFLUX_PORT + 1))}
 SINFLUX_RPC_PORT=${TELLTALE_SECURE_INFLUX_RPC_PORT:-$((INFLUX_RPC_PORT + 1))}
 SPREFIX=${TELLTALE_SECURE_PREFIX:-telltale-sec}
 SAPP=${TELLTALE_SECURE_APP_ID:-telltale-sec-worker}
+SINFLUX_DB=${TELLTALE_SECURE_INFLUX_DB:-telltale_sec}
 SECDIR=$SVC/secure
 SUSERS="admin producer worker alerts"
+SINFLUX_USERS="admin writer reader"   # InfluxDB: set-up, the worker, the page
 
 print_secure_env() {
   echo "export TELLTALE_SECURE_KAFKA=127.0.0.1:$SKAFKA_PORT"
@@ -269,13 +278,17 @@ print_secure_env() {
   echo "export TELLTALE_SECURE_CAFILE=$SECDIR/ca.crt"
   echo "export TELLTALE_SECURE_PREFIX=$SPREFIX"
   echo "export TELLTALE_SECURE_APP_ID=$SAPP"
+  echo "export TELLTALE_SECURE_INFLUX_DB=$SINFLUX_DB"
 }
 
 make_secrets() { # CA + broker certificate (SAN 127.0.0.1, localhost) and one password per user
-  mkdir -p "$SECDIR" && chmod 700 "$SECDIR"
+  mkdir -p "$SECDIR" && chmod -R go= "$SECDIR"
   local u
-  for u in $SUSERS influx-admin store; do
+  for u in $SUSERS influx-admin influx-writer influx-reader store; do
     [[ -s $SECDIR/$u.password ]] || (umask 077; openssl rand -hex 16 >"$SECDIR/$u.password")
+  done
+  for u in $SINFLUX_USERS; do   # InfluxDB 1.8 token = user:password (TELLTALE_INFLUX_TOKEN_FILE)
+    (umask 077; printf '%s:%s' "$u" "$(<"$SECDIR/influx-$u.password")" >"$SECDIR/influx-$u.token")
   done
   [[ -s $SECDIR/broker.p12 && -s $SECDIR/ca.crt ]] && return 0
   log "making a CA and the broker's TLS certificate with openssl (one-time)..."
@@ -312,8 +325,9 @@ node.id=1
 controller.quorum.voters=1@127.0.0.1:$SKAFKA_CTRL_PORT
 listeners=SASL_SSL://127.0.0.1:$SKAFKA_PORT,CONTROLLER://127.0.0.1:$SKAFKA_CTRL_PORT
 advertised.listeners=SASL_SSL://127.0.0.1:$SKAFKA_PORT
-listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
 controller.listener.names=CONTROLLER
+listener.name.controller.ssl.client.auth=required
 inter.broker.listener.name=SASL_SSL
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
@@ -325,7 +339,7 @@ ssl.key.password=$store_pw
 ssl.truststore.type=PEM
 ssl.truststore.location=$SECDIR/ca.crt
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-super.users=User:admin;User:ANONYMOUS
+super.users=User:admin;User:CN=localhost
 allow.everyone.if.no.acl.found=false
 log.dirs=$SKDIR/data
 num.partitions=4
@@ -370,8 +384,10 @@ add_acls() { # least privilege per principal; run in parallel (one JVM each)
     --topic "$SAPP-" --group "$SAPP" & pids+=($!)
   acl --allow-principal User:alerts --operation Read --operation Describe --topic "$P.alerts" &
   pids+=($!)
+  # only the groups `telltale alerts` and `telltale notify` use by default: a prefix of
+  # "$P-" would also cover the worker's group ($SAPP) and let a reader commit its offsets
   acl --resource-pattern-type prefixed --allow-principal User:alerts --operation Read \
-    --group "$P-" & pids+=($!)
+    --group "$P-alerts-" --group "$P-notify" & pids+=($!)
   # telltale notify, as the same reader: silences (compacted topic) and undeliverable alerts
   acl --allow-principal User:alerts --operation All --topic "$P.silences" & pids+=($!)
   acl --allow-principal User:alerts --operation Write --operation Describe --topic "$P.deadletter" &
@@ -383,17 +399,21 @@ add_acls() { # least privilege per principal; run in parallel (one JVM each)
 start_secure_kafka() {
   if skafka_healthy; then log "secured Kafka already running on 127.0.0.1:$SKAFKA_PORT"; return 0; fi
   stop_secure_kafka 2>/dev/null
-  mkdir -p "$SKDIR"
+  mkdir -p "$SKDIR" && chmod -R go= "$SKDIR"   # also what an older version left readable
   write_secure_kafka_config
-  local cp="$KAFKA_LIBS/*" l4j="-Dlog4j.configuration=file:$SKDIR/log4j.properties" uuid out u scram=()
+  local cp="$KAFKA_LIBS/*" l4j="-Dlog4j.configuration=file:$SKDIR/log4j.properties" uuid out u
   [[ -f $SKDIR/kafka.log ]] && mv "$SKDIR/kafka.log" "$SKDIR/kafka.log.prev"
   rm -rf "$SKDIR/data"
-  for u in $SUSERS; do
-    scram+=(--add-scram "SCRAM-SHA-512=[name=$u,password=$(cat "$SECDIR/$u.password")]")
-  done
   uuid=$(java -cp "$cp" "$l4j" kafka.tools.StorageTool random-uuid) || die "StorageTool random-uuid failed"
-  out=$(java -cp "$cp" "$l4j" kafka.tools.StorageTool format -t "$uuid" -c "$SKDIR/server.properties" \
-    "${scram[@]}" 2>&1) || die "secured Kafka storage format failed: ${out//password=*]/password=***]}"
+  # the SCRAM passwords reach StorageTool through a 0600 argument file, not the command line
+  printf '%s\n' kafka.tools.StorageTool format -t "$uuid" -c "$SKDIR/server.properties" >"$SKDIR/format.args"
+  for u in $SUSERS; do
+    printf -- '--add-scram\nSCRAM-SHA-512=[name=%s,password=%s]\n' "$u" "$(<"$SECDIR/$u.password")" \
+      >>"$SKDIR/format.args"
+  done
+  out=$(java -cp "$cp" "$l4j" @"$SKDIR/format.args" 2>&1) || {
+    rm -f "$SKDIR/format.args"; die "secured Kafka storage format failed: ${out//password=*]/password=***]}"; }
+  rm -f "$SKDIR/format.args"
   log "starting secured Kafka $KAFKA_VERSION on 127.0.0.1:$SKAFKA_PORT (SASL_SSL, SCRAM-SHA-512, ACLs)"
   nohup java -Xmx512m -Djava.awt.headless=true -cp "$cp" "$l4j" \
     kafka.Kafka "$SKDIR/server.properties" >"$SKDIR/kafka.out" 2>&1 </dev/null &
@@ -408,21 +428,40 @@ sinflux_healthy() {
   [[ $(curl -s -o /dev/null -m 3 -w '%{http_code}' "http://127.0.0.1:$SINFLUX_PORT/ping" 2>/dev/null) == 204 ]]
 }
 
+influx_admin_query() { # <InfluxQL> [anonymous]: HTTP code; credentials and query on curl's stdin
+  local auth=""
+  [[ ${2:-} == anonymous ]] || auth="user = \"admin:$(<"$SECDIR/influx-admin.password")\""
+  curl -s -o "$SIDIR/query.out" -w '%{http_code}' -m 10 -K - <<EOF
+url = "http://127.0.0.1:$SINFLUX_PORT/query"
+$auth
+data-urlencode = "q=$1"
+EOF
+}
+
 start_secure_influx() {
   if sinflux_healthy; then log "secured InfluxDB already running on 127.0.0.1:$SINFLUX_PORT"; return 0; fi
   stop_secure_influx 2>/dev/null
-  mkdir -p "$SIDIR"
+  mkdir -p "$SIDIR" && chmod -R go= "$SIDIR"
   rm -rf "$SIDIR/meta" "$SIDIR/data" "$SIDIR/wal"
   [[ -f $SIDIR/influxd.log ]] && mv "$SIDIR/influxd.log" "$SIDIR/influxd.log.prev"
   log "starting secured InfluxDB $INFLUX_VERSION on 127.0.0.1:$SINFLUX_PORT (auth enabled)"
   launch_influxd "$SIDIR" "$SINFLUX_PORT" "$SINFLUX_RPC_PORT" true
   wait_healthy "secured InfluxDB" 60 "$SIDIR/influxd.pid" "$SIDIR/influxd.log" sinflux_healthy
   # the first user may be created without credentials; after that, auth is enforced
-  local code
-  code=$(curl -s -o "$SIDIR/create-user.out" -w '%{http_code}' -m 10 -XPOST \
-    "http://127.0.0.1:$SINFLUX_PORT/query" --data-urlencode \
-    "q=CREATE USER admin WITH PASSWORD '$(cat "$SECDIR/influx-admin.password")' WITH ALL PRIVILEGES")
-  [[ $code == 200 ]] || die "creating the InfluxDB admin user failed (HTTP $code): $(cat "$SIDIR/create-user.out")"
+  local code q
+  code=$(influx_admin_query \
+    "CREATE USER admin WITH PASSWORD '$(<"$SECDIR/influx-admin.password")' WITH ALL PRIVILEGES" anonymous)
+  [[ $code == 200 ]] || die "creating the InfluxDB admin user failed (HTTP $code): $(cat "$SIDIR/query.out")"
+  for q in "CREATE DATABASE $SINFLUX_DB" \
+      "CREATE USER writer WITH PASSWORD '$(<"$SECDIR/influx-writer.password")'" \
+      "GRANT WRITE ON $SINFLUX_DB TO writer" \
+      "CREATE USER reader WITH PASSWORD '$(<"$SECDIR/influx-reader.password")'" \
+      "GRANT READ ON $SINFLUX_DB TO reader"; do
+    code=$(influx_admin_query "$q")
+    [[ $code == 200 ]] && ! grep -q '"error"' "$SIDIR/query.out" ||
+      die "InfluxDB set-up failed (HTTP $code) at '${q%%WITH PASSWORD*}': $(cat "$SIDIR/query.out")"
+  done
+  log "InfluxDB users: admin (set-up), writer (WRITE on $SINFLUX_DB), reader (READ on $SINFLUX_DB)"
 }
 stop_secure_influx() { stop_proc "secured InfluxDB" "$SIDIR/influxd.pid" "$SIDIR/influxd.pid"; }
 
@@ -463,9 +502,9 @@ case $cmd in
   stop-kafka)   stop_kafka ;;
   start-influx) install_influx; start_influx "$keep" ;;
   stop-influx)  stop_influx ;;
-  start-secure) install_all; make_secrets; start_secure_kafka; start_secure_influx; print_secure_env ;;
+  start-secure) install_all; umask 077; make_secrets; start_secure_kafka; start_secure_influx; print_secure_env ;;
   stop-secure)  stop_secure_kafka; stop_secure_influx ;;
   status-secure) status_secure ;;
   env-secure)   print_secure_env ;;
-  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

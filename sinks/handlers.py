@@ -11,6 +11,10 @@ Transport-free core of ``telltale notify`` and of the embedded notifier:
   every group was delivered or, after ``max_attempts``, handed to the dead-letter callback
   with the reason: callers commit their input after it returns (at-least-once).
 
+No message, log line or dead-letter reason built here contains a secret: a webhook or Slack
+URL (whose path is the token) is shown as ``scheme://host/…``, and the SMTP password is
+only read when logging in, over STARTTLS with a verified certificate.
+
 Every request carries an idempotency key per alert record, ``<id>:<state>:<step>``
 (header ``Idempotency-Key`` on the webhook, the Message-ID of an e-mail), so a receiver
 can drop the duplicates a redelivery may cause.
@@ -23,6 +27,7 @@ import json
 import logging
 import os
 import smtplib
+import ssl
 import sys
 import time
 import urllib.error
@@ -32,7 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
+from telltale.private import makedirs, open_private
 from telltale.records import record_key
+from telltale.redact import redact_url, redact_urls
 
 log = logging.getLogger("telltale.notify")
 
@@ -95,10 +102,15 @@ class WebhookHandler(Handler):
     an ``Idempotency-Key`` header; any 2xx is success."""
 
     def __init__(self, name: str, url: str, timeout: float = 5.0, headers: dict | None = None):
-        if not url or not url.startswith(("http://", "https://")):
-            raise ConfigError(f"handler {name!r}: url must be http(s)://..., got {url!r}")
+        if not url or not str(url).startswith(("http://", "https://")):
+            raise ConfigError(f"handler {name!r}: url must be http(s)://..., got "
+                              f"{redact_url(url) if url else repr(url)}")
         self.name, self.url, self.timeout = name, url, float(timeout)
+        self.where = redact_url(url)  # what messages show: the path is often the token
         self.headers = dict(headers or {})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.where!r})"
 
     def _post(self, body: dict, key: str) -> None:
         data = json.dumps(body).encode()
@@ -109,9 +121,10 @@ class WebhookHandler(Handler):
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 resp.read()
         except urllib.error.HTTPError as exc:
-            raise DeliveryError(f"{self.url} answered HTTP {exc.code}") from None
+            raise DeliveryError(f"{self.where} answered HTTP {exc.code}") from None
         except (OSError, urllib.error.URLError) as exc:
-            raise DeliveryError(f"{self.url} unreachable: {exc}") from None
+            reason = redact_urls(getattr(exc, "reason", None) or exc)
+            raise DeliveryError(f"{self.where} unreachable: {reason}") from None
 
     def send(self, alerts):
         for a in alerts:
@@ -146,19 +159,43 @@ class SlackHandler(WebhookHandler):
 
 
 class EmailHandler(Handler):
-    """One e-mail per run group over SMTP (optional STARTTLS and login; the password is read
-    from the environment variable named by ``password_env``)."""
+    """One e-mail per run group over SMTP.
+
+    ``starttls``: upgrade to TLS and verify the server's certificate and host name against
+    the system CAs or ``cafile``. ``username``: log in, with the password from the file
+    ``password_file`` or the environment variable ``password_env``; a login needs
+    ``starttls`` (the password never crosses the network in clear text)."""
 
     def __init__(self, name: str, host: str = "localhost", port: int = 25,
                  sender: str = "telltale@localhost", to=None, starttls: bool = False,
                  username: str | None = None, password_env: str | None = None,
+                 password_file: str | None = None, cafile: str | None = None,
                  timeout: float = 10.0):
         if not to:
             raise ConfigError(f"handler {name!r}: e-mail needs 'to' (a list of addresses)")
+        if username and not starttls:
+            raise ConfigError(f"handler {name!r}: a login (username) needs starttls: true, "
+                              "or the password would cross the network in clear text")
+        if username and not (password_env or password_file):
+            raise ConfigError(f"handler {name!r}: a login needs password_file (a file holding "
+                              "the password) or password_env (a variable holding it)")
+        if cafile and not os.path.isfile(cafile):
+            raise ConfigError(f"handler {name!r}: cafile {cafile} does not exist")
         self.name, self.host, self.port, self.sender = name, host, int(port), sender
         self.to = [to] if isinstance(to, str) else list(to)
         self.starttls, self.username, self.password_env = starttls, username, password_env
+        self.password_file, self.cafile = password_file, cafile
         self.timeout = float(timeout)
+
+    def _password(self) -> str:
+        if self.password_file:
+            try:
+                with open(self.password_file) as f:
+                    return f.read().strip()
+            except OSError as exc:
+                raise DeliveryError(f"cannot read the SMTP password_file {self.password_file}: "
+                                    f"{exc.strerror}") from None
+        return os.environ.get(self.password_env or "", "")
 
     def message(self, alerts: list[dict]) -> EmailMessage:
         a0 = alerts[0]
@@ -180,11 +217,16 @@ class EmailHandler(Handler):
     def send(self, alerts):
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as s:
-                if self.starttls:
-                    s.starttls()
+                if self.starttls:  # certificate and host name verified before any login
+                    s.starttls(context=ssl.create_default_context(cafile=self.cafile))
                 if self.username:
-                    s.login(self.username, os.environ.get(self.password_env or "", ""))
+                    s.login(self.username, self._password())
                 s.send_message(self.message(alerts))
+        except ssl.SSLCertVerificationError as exc:
+            raise DeliveryError(f"SMTP {self.host}:{self.port}: the server's TLS certificate is "
+                                f"not trusted ({exc.verify_message}); nothing was sent. Set "
+                                "'cafile' to the CA that signed it, or fix 'host' to the name "
+                                "on the certificate") from None
         except (OSError, smtplib.SMTPException) as exc:
             raise DeliveryError(f"SMTP {self.host}:{self.port}: {exc}") from None
 
@@ -295,9 +337,9 @@ class FileSilences:
         return [Silence.from_dict(d) for d in doc.get("silences", [])]
 
     def _write(self, items: list[Silence]) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        makedirs(os.path.dirname(os.path.abspath(self.path)))
         tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
+        with open_private(tmp, "w") as f:
             json.dump({"silences": [s.to_dict() for s in items]}, f, indent=1)
         os.replace(tmp, self.path)
 
@@ -437,7 +479,7 @@ class Notifier:
                     errors[key] = str(exc)
                     continue
                 except Exception as exc:  # a handler bug must not lose alerts either
-                    errors[key] = f"handler error: {exc!r}"
+                    errors[key] = redact_urls(f"handler error: {exc!r}")
                     continue
                 self.counts["delivered"] += len(pending.pop(key))
                 errors.pop(key, None)

@@ -95,7 +95,8 @@ def to_line(p: Point) -> str:
 
 
 def ensure_database(cfg: Config) -> None:
-    """Create the database through InfluxQL (InfluxDB 1.8) if it is missing."""
+    """Create the database through InfluxQL (InfluxDB 1.8) if it is missing. A user without
+    admin rights (403) is fine when the database exists and it may write there."""
     q = urllib.parse.urlencode({"q": f'CREATE DATABASE "{cfg.influx_db}"'}).encode()
     req = urllib.request.Request(f"{cfg.influx_url}/query", data=q, method="POST")
     if cfg.influx_token:
@@ -106,11 +107,38 @@ def ensure_database(cfg: Config) -> None:
     except urllib.error.HTTPError as exc:
         from telltale.access import AccessError, explain_influx_status
 
+        if exc.code == 403:
+            return _check_may_write(cfg)
         raise AccessError(explain_influx_status(cfg, exc.code)) from None
     except OSError as exc:
         raise ConnectionError(f"InfluxDB at {cfg.influx_url} is not reachable ({exc}); "
                               "check TELLTALE_INFLUX_URL or start it "
                               "(scripts/services.sh start)") from None
+
+
+def _check_may_write(cfg: Config) -> None:
+    """An empty write: 204 when the database exists and the user may write to it."""
+    from telltale.access import AccessError
+
+    url = f"{cfg.influx_url}/write?" + urllib.parse.urlencode({"db": cfg.influx_db})
+    req = urllib.request.Request(url, data=b"", method="POST")
+    if cfg.influx_token:
+        req.add_header("Authorization", f"Token {cfg.influx_token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        where = f"InfluxDB at {cfg.influx_url}"
+        if exc.code == 404:
+            raise AccessError(f"{where} has no database {cfg.influx_db!r} and the user in "
+                              "TELLTALE_INFLUX_TOKEN may not create it: ask an admin to run "
+                              f"CREATE DATABASE \"{cfg.influx_db}\", or check "
+                              "TELLTALE_INFLUX_DB") from None
+        raise AccessError(f"{where} refused the worker's writes (HTTP {exc.code}): the user in "
+                          f"TELLTALE_INFLUX_TOKEN needs WRITE on {cfg.influx_db!r} (GRANT "
+                          f"WRITE ON \"{cfg.influx_db}\" TO <user>)") from None
+    except OSError as exc:
+        raise ConnectionError(f"InfluxDB at {cfg.influx_url} is not reachable ({exc})") from None
 
 
 class AsyncInfluxSink:

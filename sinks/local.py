@@ -6,23 +6,25 @@ import json
 import os
 from collections import Counter
 
+from telltale.private import makedirs, open_private
 from telltale.records import Point
 
 
 class LocalStore:
     """Appends points to ``DIR/<measurement>.jsonl``, alerts to ``DIR/alerts.log.jsonl``
-    and rejected input to ``DIR/deadletter.jsonl``."""
+    and rejected input to ``DIR/deadletter.jsonl`` (files 0600, a new folder 0700)."""
 
     def __init__(self, directory: str):
         self.directory = directory
-        os.makedirs(directory, exist_ok=True)
+        makedirs(directory)
         self._files: dict[str, object] = {}
         self.counts: Counter = Counter()
 
     def _file(self, name: str):
         f = self._files.get(name)
         if f is None:
-            f = self._files[name] = open(os.path.join(self.directory, f"{name}.jsonl"), "a")
+            path = os.path.join(self.directory, f"{name}.jsonl")
+            f = self._files[name] = open_private(path)
         return f
 
     def write_points(self, points: list[Point]) -> None:

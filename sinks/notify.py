@@ -44,14 +44,12 @@ class KafkaSilences:
         self._producer = None
 
     def ensure_topic(self) -> None:
-        from kafka.admin import KafkaAdminClient, NewTopic
-        from kafka.errors import KafkaError, TopicAlreadyExistsError
+        from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
 
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=self.cfg.kafka, **self.cfg.kafka_options(),
-                                     client_id="telltale-admin")
-        except KafkaError:
-            raise ConnectionError(f"no Kafka broker answers at {self.cfg.kafka}") from None
+        from telltale.access import kafka_admin
+
+        admin = kafka_admin(self.cfg)  # AccessError (a ConnectionError) says why not
         try:
             if self.topic not in set(admin.list_topics()):
                 admin.create_topics([NewTopic(self.topic, 1, 1, topic_configs={
@@ -89,6 +87,18 @@ class KafkaSilences:
             return [Silence.from_dict(d) for d in found.values() if d]
         finally:
             c.close()
+
+    def read(self) -> list[Silence]:
+        """The silences on the topic now; Kafka errors (ACLs, no broker) are raised."""
+        from kafka.errors import KafkaError
+
+        try:
+            return self._read_all()
+        except KafkaError:
+            raise
+        except Exception as exc:  # kafka-python wraps some refusals in plain errors
+            raise ConnectionError(f"could not read {self.topic} on {self.cfg.kafka}: "
+                                  f"{exc}") from None
 
     def list(self) -> list[Silence]:
         now = time.monotonic()

@@ -257,6 +257,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         web_bind="127.0.0.1",
         web_host="127.0.0.1",
         web_port=cfg.web_port,
+        web_router_enabled=cfg.faust_web_views, web_tables_enabled=cfg.faust_web_views,
         producer_max_request_size=4 * 1024 * 1024,
         consumer_auto_offset_reset="earliest",
         # input is acked at checkpoints, not by the agent loop: on stop or rebalance Faust

@@ -18,7 +18,8 @@ _current = None  # the monitor of the last init(), used by log()/watch() without
 
 def init(run: str | None = None, tags: dict | None = None, broker: str | None = None, *,
          spool: bool | str = True, system: float | None = None,
-         allowed_tags=None, hash_tags=(), text=None, salt: str = "",
+         allowed_tags=None, hash_tags=(), text=None, salt: str | None = None,
+         metric_names=None, metric_pattern: str | None = None,
          handle_sigterm: bool = True, **options):
     """Start monitoring a run; returns a :class:`~telltale.producers.Monitor`.
 
@@ -32,7 +33,11 @@ def init(run: str | None = None, tags: dict | None = None, broker: str | None = 
     keeps them in memory only. ``system``: seconds between system-metric samples
     (``TELLTALE_SYSTEM_INTERVAL``; ``0``/unset = off). ``allowed_tags`` (default
     ``TELLTALE_ALLOWED_TAGS`` or rank, host, node, model), ``hash_tags`` (allowed, values
-    hashed with ``salt``), ``text`` (hook for string metric values; default drops them).
+    hashed with ``salt``; default: the deployment's random salt in ``TELLTALE_HASH_SALT_FILE``,
+    made on first use), ``text`` (hook for string metric values; default drops them),
+    ``metric_names`` / ``metric_pattern`` (only metrics whose names match these globs or
+    this regex leave the process; default ``TELLTALE_METRIC_NAMES`` /
+    ``TELLTALE_METRIC_PATTERN``, unset = any name).
     Other keyword arguments go to :class:`~telltale.producers.Monitor` (``max_queue``,
     ``batch_size``, ``overflow``, ...).
     """
@@ -47,7 +52,10 @@ def init(run: str | None = None, tags: dict | None = None, broker: str | None = 
         raise ValueError("telltale.init needs a run id: init(run='exp-1') or TELLTALE_RUN")
     cfg = Config.from_env(kafka=broker)
     privacy = Privacy(cfg.allowed_tags if allowed_tags is None else allowed_tags,
-                      hash_tags=hash_tags, text=text or drop_text, salt=salt)
+                      hash_tags=hash_tags, text=text or drop_text, salt=salt,
+                      salt_file=cfg.hash_salt_file,
+                      metric_names=cfg.metric_names if metric_names is None else metric_names,
+                      metric_pattern=metric_pattern or cfg.metric_pattern)
     sp = None
     if cfg.kafka:
         transport = KafkaTransport(cfg.kafka, cfg.metrics_topic, **cfg.kafka_options())

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import socket
 import ssl
 import urllib.error
 import urllib.parse
@@ -43,10 +45,34 @@ class KafkaLogCapture(logging.Handler):
         self.logger.propagate = self.propagate
 
 
+def speaks_tls(bootstrap: str, timeout: float = 3.0) -> bool:
+    """True when the first bootstrap address completes a TLS handshake (nothing verified:
+    this only tells a TLS listener from a plain one)."""
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as s:
+            with ctx.wrap_socket(s):
+                return True
+    except (OSError, ValueError):
+        return False
+
+
 def explain_kafka_failure(cfg: Config, log_text: str, exc: BaseException | None = None) -> str:
     """One line: why Kafka at ``cfg.kafka`` did not let us in, and what to check."""
     where = f"Kafka at {cfg.kafka}"
     proto = cfg.kafka_security_protocol.upper()
+    if "UnsupportedSaslMechanism" in log_text:
+        return (f"{where} does not accept SASL mechanism {cfg.kafka_sasl_mechanism}: set "
+                "TELLTALE_KAFKA_SASL_MECHANISM to one the broker enables (its "
+                "sasl.enabled.mechanisms, e.g. SCRAM-SHA-512)")
+    mismatch = re.search(r"(Hostname|IP address) mismatch, certificate is not valid for "
+                         r"'([^']*)'", log_text)
+    if mismatch:
+        return (f"the TLS certificate of {where} is not issued for {mismatch.group(2)!r} (the "
+                "certificate is trusted, the name is not on it): put a host name or address "
+                "the certificate names in TELLTALE_KAFKA (see its subjectAltName)")
     if "SaslAuthenticationFailed" in log_text or "invalid credentials" in log_text:
         return (f"{where} rejected the credentials of SASL user {cfg.kafka_sasl_username!r} "
                 f"({cfg.kafka_sasl_mechanism}): check TELLTALE_KAFKA_SASL_USERNAME and "
@@ -60,6 +86,11 @@ def explain_kafka_failure(cfg: Config, log_text: str, exc: BaseException | None 
     if "Connection refused" in log_text or "ECONNREFUSED" in log_text:
         return (f"{where} is not reachable (no broker answers): check TELLTALE_KAFKA or start "
                 "one (scripts/services.sh start)")
+    if not proto.endswith("SSL") and "disconnected" in log_text and cfg.kafka \
+            and speaks_tls(cfg.kafka):
+        want = "SASL_SSL" if proto.startswith("SASL") else "SSL (or SASL_SSL)"
+        return (f"{where} expects TLS but TELLTALE_KAFKA_SECURITY_PROTOCOL is {proto}: set it "
+                f"to {want}, with TELLTALE_KAFKA_SSL_CAFILE if its CA is not a system one")
     if proto.startswith("SASL") and "disconnected" in log_text:
         # the broker may close the socket before its SaslAuthenticate answer is read
         return (f"{where} closed the connection during SASL authentication: most likely it "

@@ -71,6 +71,9 @@ def cmd_demo(args) -> int:
     pipe = EmbeddedPipeline(cfg, store, on_alert=on_alert)
     try:
         server = _start_ui(args, store_dir) if args.ui else None
+    except ValueError as exc:
+        print(f"telltale demo --ui: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"telltale demo --ui: {exc}", file=sys.stderr)
         return 1
@@ -288,7 +291,13 @@ def cmd_alerts(args) -> int:
                       file=sys.stderr, flush=True)
                 _close_quietly(consumer)
                 consumer = None
+                give_up = time.monotonic() + args.timeout if args.timeout else float("inf")
                 while consumer is None:
+                    if time.monotonic() >= give_up:  # --timeout bounds the wait for it too
+                        print(f"telltale alerts: no broker at {cfg.kafka} for {args.timeout:g} s "
+                              "(--timeout); giving up. Check that Kafka runs: "
+                              "'telltale doctor'", file=sys.stderr)
+                        return 1
                     time.sleep(1.0)
                     try:
                         consumer = connect()
@@ -358,9 +367,32 @@ def _silence_store(cfg: Config):
 
 
 def cmd_silence(args) -> int:
+    cfg = _config(args)
+    if not cfg.kafka:
+        return _silence(args, cfg)
+    from kafka.errors import AuthorizationError, KafkaError
+
+    from telltale.access import check_kafka
+
+    check_kafka(cfg)  # a wrong password: a clear error, not "no silences"
+    topic = f"{cfg.topic_prefix}.silences"
+    try:
+        return _silence(args, cfg)
+    except AuthorizationError as exc:
+        need = "Read and Describe" if args.action == "list" else "Read, Write, Describe (and " \
+            "Create, for the first silence)"
+        print(f"telltale silence: Kafka user {cfg.kafka_sasl_username!r} may not use {topic} "
+              f"({type(exc).__name__}): ask for {need} ACLs on it, or set "
+              "TELLTALE_KAFKA_SASL_USERNAME to the notifier's principal", file=sys.stderr)
+    except KafkaError as exc:
+        print(f"telltale silence: Kafka at {cfg.kafka} failed on {topic} "
+              f"({type(exc).__name__}: {exc}); nothing was changed", file=sys.stderr)
+    return 1
+
+
+def _silence(args, cfg: Config) -> int:
     from telltale.sinks.handlers import new_silence
 
-    cfg = _config(args)
     store = _silence_store(cfg)
     where = (f"topic {cfg.topic_prefix}.silences on {cfg.kafka}" if cfg.kafka
              else os.path.join(cfg.store_dir, "silences.json"))
@@ -375,7 +407,8 @@ def cmd_silence(args) -> int:
         until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s.until))
         print(f"{s.id}  silenced until {until} ({where})")
     elif args.action == "list":
-        items = sorted(store.list(), key=lambda x: x.until)
+        read = getattr(store, "read", store.list)  # Kafka: errors surface, not "none"
+        items = sorted(read(), key=lambda x: x.until)
         if args.json:
             for s in items:
                 print(json.dumps({**s.to_dict(), "active": s.active()}))
@@ -567,6 +600,26 @@ def _ui_source(args):
     return LocalSource(store)
 
 
+def _ui_guard(args):
+    """The dashboard's Host check and auth from --auth-token-file / --basic-auth-file /
+    --allow-host; ValueError when --host reaches beyond loopback without an auth option."""
+    from telltale.ui.server import Guard, needs_auth, read_secret_file
+
+    if args.auth_token_file and args.basic_auth_file:
+        raise ValueError("give one of --auth-token-file and --basic-auth-file, not both")
+    token = read_secret_file(args.auth_token_file, "--auth-token-file") \
+        if args.auth_token_file else None
+    basic = read_secret_file(args.basic_auth_file, "--basic-auth-file") \
+        if args.basic_auth_file else None
+    guard = Guard(token=token, basic=basic, allowed_hosts=args.allow_host or ())
+    if needs_auth(args.host) and guard.auth is None:
+        raise ValueError(f"--host {args.host} would serve the dashboard, and whatever its "
+                         "InfluxDB credentials can read, to other machines without a password: "
+                         "add --auth-token-file FILE (a random token) or --basic-auth-file FILE "
+                         "(user:password), or keep the default --host 127.0.0.1")
+    return guard
+
+
 def _start_ui(args, store_dir=None):
     from telltale.ui.data import LocalSource
     from telltale.ui.server import UiServer
@@ -576,15 +629,22 @@ def _start_ui(args, store_dir=None):
     except ImportError:
         raise OSError("the dashboard needs aiohttp: pip install 'telltale[ui]'") from None
 
+    guard = _ui_guard(args)
     source = LocalSource(store_dir) if store_dir else _ui_source(args)
-    server = UiServer(source, host=args.host, port=args.port).start()
-    print(f"dashboard: {server.url} ({source.describe()})", flush=True)
+    server = UiServer(source, host=args.host, port=args.port, guard=guard).start()
+    how = {"token": f" (needs the token: open {server.url}?token=<the token in "
+                    f"{args.auth_token_file}> once)",
+           "basic": " (needs the user and password of --basic-auth-file)"}.get(guard.auth, "")
+    print(f"dashboard: {server.url} ({source.describe()}){how}", flush=True)
     return server
 
 
 def cmd_ui(args) -> int:
     try:
         server = _start_ui(args)
+    except ValueError as exc:
+        print(f"telltale ui: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"telltale ui: {exc}", file=sys.stderr)
         return 1
@@ -680,9 +740,17 @@ def cmd_doctor(args) -> int:
 
 
 def _ui_address(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="dashboard address (default 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1", help="dashboard address (default 127.0.0.1; "
+                   "any other address needs --auth-token-file or --basic-auth-file)")
     p.add_argument("--port", type=int, default=8765,
                    help="dashboard port (default 8765; 0 = any free port)")
+    p.add_argument("--auth-token-file", help="require this file's token: open /?token=TOKEN "
+                   "once (kept in a cookie) or send 'Authorization: Bearer TOKEN'")
+    p.add_argument("--basic-auth-file", help="require HTTP basic auth, user:password from "
+                   "this file")
+    p.add_argument("--allow-host", action="append", metavar="NAME",
+                   help="a host name the dashboard answers to besides localhost and IP "
+                   "addresses (the Host header is checked against DNS rebinding); repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -871,6 +939,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # what telltale writes (worker data and spill, stores, spools, reports) is its owner's only
+    os.umask(os.umask(0o077) | 0o077)
     try:
         return args.func(args)
     except ConnectionError as exc:

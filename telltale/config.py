@@ -18,8 +18,8 @@ class ConfigError(ValueError):
     """A setting is missing or inconsistent; the message says which and how to fix it."""
 
 
-def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    raw = os.environ.get(name)
+def _env_list(name: str, default: tuple[str, ...] | None, env=None) -> tuple[str, ...] | None:
+    raw = (os.environ if env is None else env).get(name)
     if raw is None:
         return default
     return tuple(x.strip() for x in raw.split(",") if x.strip())
@@ -54,6 +54,7 @@ class Config:
     alert_policy_file: str | None = None  # JSON AlertPolicy (streams/lifecycle.py)
     notify_config: str | None = None  # YAML/JSON handlers + routes (sinks/handlers.py)
     web_port: int = 6066
+    faust_web_views: bool = False  # Faust's own /router/ and /table/ views on the web server
     max_series_per_run: int = 2000  # metric × rank series one run may have
     max_active_runs: int = 50_000  # runs with state one worker holds (un-ended)
     run_idle_ttl: float = 86_400.0  # a run without events this long (s) is ended
@@ -70,6 +71,12 @@ class Config:
     spool_dir: str = field(default_factory=lambda: os.path.join(
         os.path.expanduser("~"), ".cache", "telltale", "spool"))
     allowed_tags: tuple[str, ...] = DEFAULT_ALLOWED_TAGS
+    # producer privacy: the salt for hash_tags (a random one is made there on first use),
+    # and an optional metric-name policy (names allowed, as globs, and/or a regex)
+    hash_salt_file: str = field(default_factory=lambda: os.path.join(
+        os.path.expanduser("~"), ".config", "telltale", "hash-salt"))
+    metric_names: tuple[str, ...] | None = None
+    metric_pattern: str | None = None
 
     @property
     def metrics_topic(self) -> str:
@@ -103,11 +110,12 @@ class Config:
             influx_db=g("TELLTALE_INFLUX_DB", cls.influx_db),
             store_dir=g("TELLTALE_STORE_DIR", cls.store_dir),
             data_dir=g("TELLTALE_DATA_DIR", cls.data_dir),
-            windows=_env_list("TELLTALE_WINDOWS", DEFAULT_WINDOWS),
+            windows=_env_list("TELLTALE_WINDOWS", DEFAULT_WINDOWS, env),
             pipelines_file=g("TELLTALE_PIPELINES") or None,
             alert_policy_file=g("TELLTALE_ALERT_POLICY") or None,
             notify_config=g("TELLTALE_NOTIFY_CONFIG") or None,
             web_port=int(g("TELLTALE_WEB_PORT", cls.web_port)),
+            faust_web_views=g("TELLTALE_FAUST_WEB_VIEWS", "") not in ("", "0"),
             max_series_per_run=int(g("TELLTALE_MAX_SERIES_PER_RUN", cls.max_series_per_run)),
             max_active_runs=int(g("TELLTALE_MAX_ACTIVE_RUNS", cls.max_active_runs)),
             run_idle_ttl=float(g("TELLTALE_RUN_IDLE_TTL", cls.run_idle_ttl)),
@@ -122,7 +130,11 @@ class Config:
             kafka_ssl_keyfile=g("TELLTALE_KAFKA_SSL_KEYFILE") or None,
             spool_dir=g("TELLTALE_SPOOL_DIR") or cls.__dataclass_fields__["spool_dir"]
             .default_factory(),
-            allowed_tags=_env_list("TELLTALE_ALLOWED_TAGS", DEFAULT_ALLOWED_TAGS),
+            allowed_tags=_env_list("TELLTALE_ALLOWED_TAGS", DEFAULT_ALLOWED_TAGS, env),
+            hash_salt_file=g("TELLTALE_HASH_SALT_FILE") or cls.__dataclass_fields__[
+                "hash_salt_file"].default_factory(),
+            metric_names=_env_list("TELLTALE_METRIC_NAMES", None, env),
+            metric_pattern=g("TELLTALE_METRIC_PATTERN") or None,
         )
         names = {f.name for f in fields(cls)}
         return replace(cfg, **{k: v for k, v in overrides.items() if k in names and v is not None})

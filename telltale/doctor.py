@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from telltale.access import AccessError, influx_query, kafka_admin
 from telltale.config import Config, ConfigError
+from telltale.redact import redact_secrets
 
 STATUS_STALE_S = 10.0  # the worker rewrites its status file every 0.5 s
 
@@ -40,10 +41,9 @@ def _secrets(cfg: Config) -> list[str]:
 
 
 def redact(text: str, cfg: Config) -> str:
-    """``text`` with every configured secret replaced by ``***`` (a last line of defence)."""
-    for s in _secrets(cfg):
-        text = text.replace(s, "***")
-    return text
+    """``text`` with every configured secret replaced by ``***`` where it stands as a whole
+    token (a last line of defence; a short password inside a word is left alone)."""
+    return redact_secrets(text, _secrets(cfg))
 
 
 def check_kafka(cfg: Config, max_lag: int) -> list[Check]:
@@ -148,7 +148,13 @@ def check_influx(cfg: Config) -> list[Check]:
                             "the worker creates it at start (check TELLTALE_INFLUX_DB)",
                             {"databases": dbs}))
         return checks
-    res = influx_query(cfg, f'SHOW RETENTION POLICIES ON "{cfg.influx_db}"')
+    try:
+        res = influx_query(cfg, f'SHOW RETENTION POLICIES ON "{cfg.influx_db}"')
+    except AccessError as exc:  # e.g. the worker's write-only user
+        checks.append(Check("retention", "warn", f"cannot read the retention policies of "
+                            f"{cfg.influx_db!r} as this user ({exc}); run doctor with a user "
+                            "that may read it"))
+        return checks
     rows = [dict(zip(s["columns"], v, strict=False)) for s in res[0].get("series", [])
             for v in s.get("values", [])] if res else []
     default = next((r for r in rows if r.get("default")), None)
@@ -193,7 +199,18 @@ def diagnose(cfg: Config, data_dir: str | None = None, max_lag: int = 10_000) ->
         checks.append(check_worker(data_dir))
     for c in checks:
         c.detail = redact(c.detail, cfg)
+        c.facts = _redact_facts(c.facts, cfg)
     return checks
+
+
+def _redact_facts(value, cfg: Config):
+    if isinstance(value, str):
+        return redact(value, cfg)
+    if isinstance(value, dict):
+        return {k: _redact_facts(v, cfg) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_facts(v, cfg) for v in value]
+    return value
 
 
 def render(checks: list[Check], as_json: bool, cfg: Config) -> str:
@@ -206,4 +223,4 @@ def render(checks: list[Check], as_json: bool, cfg: Config) -> str:
         lines.append("healthy" if healthy else
                      f"NOT healthy: {len(bad)} problem(s): {', '.join(c.name for c in bad)}")
         text = "\n".join(lines)
-    return redact(text, cfg)
+    return text  # details and facts were redacted by diagnose()

@@ -207,6 +207,7 @@ def test_notifier_dead_letters_what_it_cannot_deliver_and_honours_silences(kafka
         dead.close()
         hook.close()
     assert sorted(json.loads(d["raw"])["id"] for d in got) == ["x0", "x1"]
-    assert all(d["reason"] == f"notify: handler 'ops' failed 2 times: {hook.url} answered "
+    assert all(d["reason"] == "notify: handler 'ops' failed 2 times: "  # the path is not shown
+               f"http://127.0.0.1:{hook.port}/… answered "
                "HTTP 500" for d in got)
     assert "'silenced': 1" in proc.stderr and "'dead_lettered': 2" in proc.stderr

@@ -12,14 +12,17 @@ from telltale.producers import KafkaTransport, Monitor
 from telltale.producers.privacy import Privacy, hash_text, text_length
 
 
-def test_tags_outside_the_allow_list_never_leave_the_process():
+def test_tags_outside_the_allow_list_never_leave_the_process(tmp_path):
     t = SwitchableTransport()
+    salt_file = tmp_path / "hash-salt"  # made on first use: a random salt per deployment
     mon = Monitor("r", t, tags={"rank": 1, "host": "n0", "email": "a@b.c"},
-                  privacy=Privacy(hash_tags=("user",)))
+                  privacy=Privacy(hash_tags=("user",), salt_file=str(salt_file)))
     mon.log({"loss": 1.0}, step=1, tags={"user": "alice", "prompt": "secret text"})
     mon.close()
     ev = t.delivered[0]
-    assert ev.tags == {"rank": "1", "host": "n0", "user": hash_text("alice")}
+    salt = salt_file.read_text().strip()
+    assert ev.tags == {"rank": "1", "host": "n0", "user": hash_text("alice", salt)}
+    assert hash_text("alice", salt) != hash_text("alice")
     assert mon.stats()["dropped_tags"] == ["email", "prompt"]
     assert "alice" not in repr(t.delivered) and "secret" not in repr(t.delivered)
 

@@ -7,11 +7,20 @@
 
 :class:`Dashboard` answers requests independently of the web framework, so the same
 answers are served by ``telltale ui`` (aiohttp) and by the Faust worker's web server.
+
+:class:`Guard` protects it: a request whose ``Host`` header is not this machine's loopback
+name, an IP address or an allowed name is refused (a page on another site cannot reach the
+dashboard through DNS rebinding), and with an auth option every request needs the token
+(``Authorization: Bearer``, or once ``/?token=`` which sets a cookie) or HTTP basic auth.
+A dashboard bound beyond loopback must have one (:func:`needs_auth`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
+import ipaddress
 import json
 import mimetypes
 import threading
@@ -83,9 +92,117 @@ class Dashboard:
                                                       default=str).encode()
 
 
-def make_app(dash: Dashboard):
-    """An aiohttp application serving ``dash``."""
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+COOKIE = "telltale_ui"
+
+
+def is_loopback(host: str) -> bool:
+    """True for a name or address only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def needs_auth(host: str) -> bool:
+    """A dashboard bound to ``host`` serves other machines, so it must have an auth option."""
+    return not is_loopback(host)
+
+
+def read_secret_file(path: str, what: str) -> str:
+    """The stripped first line of a secret file; ValueError naming the file if unusable."""
+    try:
+        with open(path) as f:
+            text = f.readline().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    if not text:
+        raise ValueError(f"the {what} file {path} is empty")
+    return text
+
+
+class Guard:
+    """Host-header check and optional auth: a bearer/cookie ``token`` or ``basic``
+    ``user:password``. ``check`` returns None (let it through) or (status, headers, text)."""
+
+    def __init__(self, token: str | None = None, basic: str | None = None,
+                 allowed_hosts=()):
+        if basic is not None and ":" not in basic:
+            raise ValueError("basic auth needs a file holding user:password")
+        self.token, self.basic = token, basic
+        self.allowed_hosts = {h.lower() for h in allowed_hosts}
+
+    @property
+    def auth(self) -> str | None:
+        return "token" if self.token else "basic" if self.basic else None
+
+    def host_ok(self, host_header: str | None) -> bool:
+        if not host_header:
+            return False
+        host = host_header.strip().lower()
+        if host.startswith("["):
+            host = host[1:].split("]", 1)[0]
+        elif host.count(":") == 1:
+            host = host.split(":", 1)[0]
+        if host in LOOPBACK_NAMES or host in self.allowed_hosts:
+            return True
+        try:  # an IP literal cannot be re-pointed by a DNS answer
+            ipaddress.ip_address(host)
+            return True
+        except ValueError:
+            return False
+
+    def _same(self, given: str | None, want: str) -> bool:
+        return given is not None and hmac.compare_digest(given.encode(), want.encode())
+
+    def check(self, host_header, authorization, cookie, query_token):
+        if not self.host_ok(host_header):
+            return 421, {}, ("unexpected Host header: the dashboard answers to localhost, IP "
+                             "addresses and the names given with --allow-host")
+        if self.token:
+            bearer = (authorization or "")
+            bearer = bearer[7:].strip() if bearer.lower().startswith("bearer ") else None
+            if self._same(bearer, self.token) or self._same(cookie, self.token) \
+                    or self._same(query_token, self.token):
+                return None
+            return 401, {}, ("this dashboard needs its token: open /?token=<the token> once, "
+                             "or send 'Authorization: Bearer <the token>'")
+        if self.basic:
+            given = None
+            if (authorization or "").lower().startswith("basic "):
+                try:
+                    given = base64.b64decode(authorization[6:].strip()).decode()
+                except ValueError:
+                    given = None
+            if self._same(given, self.basic):
+                return None
+            return 401, {"WWW-Authenticate": 'Basic realm="telltale", charset="UTF-8"'}, \
+                "this dashboard needs a user name and password"
+        return None
+
+
+def make_app(dash: Dashboard, guard: Guard | None = None):
+    """An aiohttp application serving ``dash`` behind ``guard`` (default: Host check only)."""
     from aiohttp import web
+
+    guard = guard or Guard()
+
+    @web.middleware
+    async def protect(request, handler):
+        qtoken = request.query.get("token")
+        refused = guard.check(request.headers.get("Host"), request.headers.get("Authorization"),
+                              request.cookies.get(COOKIE), qtoken)
+        if refused is not None:
+            status, headers, text = refused
+            return web.Response(status=status, text=text + "\n", headers={
+                "Cache-Control": "no-store", **headers})
+        if qtoken is not None and guard.token:  # keep it in a cookie, not in the address bar
+            resp = web.HTTPSeeOther(request.path)
+            resp.set_cookie(COOKIE, qtoken, httponly=True, samesite="Strict", path="/")
+            return resp
+        return await handler(request)
 
     def respond(res) -> web.Response:
         status, ctype, body = res
@@ -113,15 +230,23 @@ def make_app(dash: Dashboard):
     async def run(request):
         return await in_thread(dash.run, request.match_info["run"], request.query.get("k"))
 
-    app = web.Application()
+    app = web.Application(middlewares=[protect])
     app.add_routes(routes)
     return app
 
 
 class UiServer:
-    """The dashboard on 127.0.0.1 in a background thread (for ``demo --ui`` and tests)."""
+    """The dashboard in a background thread (for ``telltale ui``, ``demo --ui`` and tests);
+    bound beyond loopback only with an auth option in ``guard``."""
 
-    def __init__(self, source, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, source, host: str = "127.0.0.1", port: int = 0,
+                 guard: Guard | None = None):
+        self.guard = guard or Guard()
+        if needs_auth(host) and self.guard.auth is None:
+            raise ValueError(f"--host {host} serves the dashboard (and the data its InfluxDB "
+                             "credentials can read) to other machines: add --auth-token-file "
+                             "FILE or --basic-auth-file FILE (user:password), or use --host "
+                             "127.0.0.1")
         self.dash = Dashboard(source)
         self.host, self.port = host, port
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -150,7 +275,7 @@ class UiServer:
         asyncio.set_event_loop(loop)
 
         async def up():
-            self._runner = web.AppRunner(make_app(self.dash), access_log=None)
+            self._runner = web.AppRunner(make_app(self.dash, self.guard), access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.host, self.port)
             await site.start()
