@@ -1,9 +1,10 @@
 """The live dashboard's HTTP side: one page, its static assets, and a small JSON API.
 
-    GET /                 the page (lists runs; one run's charts; polls the API every 2 s)
+    GET /                 the page (lists runs; one run's charts; polls the API)
     GET /static/<file>    app.js, app.css, vendored uPlot (MIT, with its LICENSE)
-    GET /api/runs         runs with status, last step, open alerts
-    GET /api/run/<run>    one run's panels (see telltale.ui.data.build_view)
+    GET /api/runs         runs, worst health first: status, last step, incidents (the page
+                          polls it every second; a new alert record refreshes the run)
+    GET /api/run/<run>    one run's panels (see telltale.ui.data.build_view); ?k= band width
 
 :class:`Dashboard` answers requests independently of the web framework, so the same
 answers are served by ``telltale ui`` (aiohttp) and by the Faust worker's web server.
@@ -17,7 +18,7 @@ import mimetypes
 import threading
 from importlib import resources
 
-from telltale.ui.data import DataError
+from telltale.ui.data import DataError, parse_k
 
 STATIC = resources.files("telltale.ui") / "static"
 _TYPES = {".js": "application/javascript", ".css": "text/css", ".html": "text/html",
@@ -64,11 +65,9 @@ class Dashboard:
 
     def run(self, run: str, k: str | None = None) -> tuple[int, str, bytes]:
         try:
-            kk = float(k) if k else 3.0
-            if not 0 < kk <= 20:
-                raise ValueError
-        except ValueError:
-            return self._json({"error": f"k must be a number in (0, 20], got {k!r}"}, 400)
+            kk = parse_k(k)
+        except ValueError as exc:
+            return self._json({"error": str(exc)}, 400)
         try:
             view = self.source.run_view(run, k=kk)
         except DataError as exc:
