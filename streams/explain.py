@@ -80,7 +80,7 @@ def calibrate(finding) -> float:
 
 
 def _g(x) -> str:
-    return f"{x:.3g}" if isinstance(x, float) else str(x)
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
 def _windows_before(step: int, *lists) -> list:
