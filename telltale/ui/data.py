@@ -356,9 +356,10 @@ def open_alerts(alerts: list[dict]) -> list[dict]:
 
 
 def worst_first(incs: list[dict]) -> list[dict]:
-    """Open incidents before resolved ones; then critical first, higher score, earlier step."""
+    """Open incidents before resolved ones; then critical first; then the earliest (what
+    went wrong first is usually the cause of what followed), the higher score on a tie."""
     return sorted(incs, key=lambda a: (a.get("status") != "open", _SEV.get(a.get("severity"), 3),
-                                       -float(a.get("score") or 0), a.get("step") or 0))
+                                       a.get("step") or 0, -float(a.get("score") or 0)))
 
 
 def run_health(incs: list[dict]) -> str:

@@ -276,6 +276,7 @@
       if (rb) rb.hidden = !zooms[key];
     }]};
     entry.u = new uPlot(opts, data, holder);
+    entry.u.root.__u = entry.u;  // for the browser tests and the console
     if (zooms[key]) entry.u.setScale("x", zooms[key]);
     entry.internal = false;
     var cv = entry.u.root.querySelector("canvas");
