@@ -639,7 +639,7 @@ def cmd_report(args) -> int:
             source = src.describe()
             view = src.run_view(args.run, k=args.k)
             if view is None:
-                names = ", ".join(r["run"] for r in src.runs()) or "none"
+                names = ", ".join(sorted(r["run"] for r in src.runs())) or "none"
                 raise DataError(f"no run {args.run!r} in {source} (runs there: {names}); "
                                 "--events FILE reads a file of events instead")
     except DataError as exc:

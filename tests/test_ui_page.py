@@ -14,13 +14,27 @@ import urllib.request
 
 import pytest
 from conftest import ROOT, wait_for
-from test_ui import browser, js  # noqa: F401  (the browser fixture)
+from test_ui import js
 
 from telltale.ui.data import HEALTH, LocalSource
 from telltale.ui.server import UiServer
 
 ARTIFACTS = ROOT / "artifacts"
 ENV = {"PATH": "/usr/bin:/bin"}
+
+
+@pytest.fixture
+def browser():
+    from telltale.ui.browser import console_errors, headless_chrome
+
+    try:
+        d = headless_chrome(1400, 1000)
+    except Exception as exc:  # no Chromium is a failure here, never a skip
+        pytest.fail(f"headless Chromium did not start: {exc}", pytrace=False)
+    yield d
+    errors = [e for e in console_errors(d) if e.get("source") != "network"]  # 4xx: shown
+    d.quit()
+    assert not errors, errors
 
 
 class PacedDemo:
@@ -76,11 +90,12 @@ def test_a_firing_alert_is_on_the_page_within_2s_of_its_publication(tmp_path, br
         d = browser
         d.get(demo.url() + "#demo-spike")
         js(d, SEEN_JS)
-        def step():
+        def progress():
             done = re.findall(r"progress: step (\d+)/", demo.output())
             return int(done[-1]) if done else 0
 
-        wait_for(lambda: step() >= 330, timeout=90, what="the demo past its spike at step 300")
+        wait_for(lambda: progress() >= 330, timeout=90,
+                 what="the demo past its spike at step 300")
         time.sleep(3)
         seen = js(d, "return window.__seen")
         records = [json.loads(x) for x in (store / "alerts.log.jsonl").open()]
@@ -403,7 +418,8 @@ def test_keyboard_path_severity_shapes_contrast_and_names(ui, browser):
         return 'rgb(255, 255, 255)'; }
       return Array.from(document.querySelectorAll('.badge, .muted, .note, td, th, a'))
         .filter(e => e.offsetParent && e.textContent.trim())
-        .map(e => [e.className + ' ' + e.textContent.slice(0, 20), getComputedStyle(e).color, bg(e)]);
+        .map(e => [e.className + ' ' + e.textContent.slice(0, 20),
+                   getComputedStyle(e).color, bg(e)]);
     """)
 
     def rgb(s):
