@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import ROOT, wait_for
+from conftest import ROOT, config_env, wait_for
 from test_ui import js
 
 from telltale.ui.data import HEALTH, LocalSource
@@ -114,6 +114,46 @@ def test_a_firing_alert_is_on_the_page_within_2s_of_its_publication(tmp_path, br
         assert max(lags) < 2.0, lags
     finally:
         demo.stop()
+
+
+@pytest.mark.services
+def test_kafka_mode_a_firing_alert_is_on_the_page_within_2s_of_the_topic(kafka_config,
+                                                                        start_worker, browser):
+    """Kafka mode: a worker, the page reading InfluxDB; lag from the alert topic to the page."""
+    from test_kafka_pipeline import TopicReader
+
+    from telltale.ui.data import InfluxSource
+
+    cfg = kafka_config
+    worker = start_worker(cfg)
+    worker.wait_ready()
+    reader = TopicReader(cfg, cfg.alerts_topic)
+    server = UiServer(InfluxSource(cfg)).start()
+    demo = subprocess.Popen([sys.executable, "-m", "telltale", "demo", "--publish", "--steps",
+                             "400", "--rate", "12"], env=config_env(cfg),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        d = browser
+        d.get(server.url + "#demo-spike")
+        js(d, SEEN_JS)
+        firing = wait_for(lambda: [(t, a) for t, a in reader.records if a["run"] == "demo-spike"
+                                   and a["state"] == "firing" and a["step"] >= 300],
+                          timeout=120, what="demo-spike's alerts on the topic")
+        time.sleep(4)
+        firing = [(t, a) for t, a in reader.records
+                  if a["run"] == "demo-spike" and a["state"] == "firing"]
+        seen = js(d, "return window.__seen")
+        missing = [a["message"] for _, a in firing if a["id"] not in seen]
+        assert not missing, missing
+        lags = [seen[a["id"]] - t for t, a in firing]
+        print(f"alert topic → page (Kafka mode, InfluxDB): {len(lags)} firing records, "
+              f"lag max {max(lags):.2f} s, median {sorted(lags)[len(lags) // 2]:.2f} s")
+        assert max(lags) < 2.0, lags
+    finally:
+        demo.terminate()
+        demo.wait(20)
+        server.stop()
+        reader.close()
 
 
 # -- a finished demo, served by the dashboard ------------------------------------------------
