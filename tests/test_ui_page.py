@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -290,9 +291,31 @@ def test_a_nan_stretch_is_shaded_labelled_and_the_final_value_is_nan(ui, browser
                                  ".getAttribute('aria-label')")
 
 
-def test_charts_log_scale_fitted_axes_hover_zoom_smoothing(ui, browser):
+def grow(store, run: str) -> None:
+    """Append the run's next training step to the local store (a copy of the last one)."""
+    lines = (store / "metrics.jsonl").read_text().splitlines()
+    last = max((json.loads(x) for x in lines if f'"run":"{run}"' in x and '"kind":"train"' in x
+                and '"rank":"0"' in x and '"loss"' in x), key=lambda p: p["time"])
+    last["fields"]["step"] += 1
+    last["time"] += 50_000_000
+    with (store / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(last, separators=(",", ":")) + "\n")
+
+
+@pytest.fixture
+def live_ui(demo_store, tmp_path):
+    """The dashboard over a copy of the demo's store, which the test may grow."""
+    store = tmp_path / "store"
+    shutil.copytree(demo_store, store)
+    server = UiServer(LocalSource(str(store))).start()
+    yield server.url, store
+    server.stop()
+
+
+def test_charts_log_scale_fitted_axes_hover_zoom_smoothing(live_ui, browser):
     from selenium.webdriver.common.action_chains import ActionChains
 
+    ui, store = live_ui
     d = browser
     open_run(d, ui, "demo-diverge")
     _, view = api(ui, "api/run/demo-diverge")
@@ -324,14 +347,14 @@ def test_charts_log_scale_fitted_axes_hover_zoom_smoothing(ui, browser):
     time.sleep(0.3)
     zoom = chart(d, "train-loss", "[u.scales.x.min, u.scales.x.max]")
     assert zoom[1] - zoom[0] < 300, zoom
-    js(d, "window.__polls = 0; var f = window.fetch; window.fetch = function (u) {"
-          " if (String(u).indexOf('api/run/') >= 0) window.__polls++;"
-          " return f.apply(this, arguments); }")
-    wait_for(lambda: js(d, "return window.__polls") >= 3, timeout=15, what="three polls")
-    time.sleep(0.5)
-    assert chart(d, "train-loss", "[u.scales.x.min, u.scales.x.max]") == zoom
+    # the run grows while the page polls: three polls with new steps, each redrawn
+    for step in (601, 602, 603):
+        grow(store, "demo-diverge")
+        wait_for(lambda s=step: chart(d, "train-loss", "u.data[0][u.data[0].length - 1]") == s,
+                 timeout=10, what=f"a poll with step {step}")
+        assert chart(d, "train-loss", "[u.scales.x.min, u.scales.x.max]") == zoom
     d.find_element("css selector", "#panel-train-loss button.reset-zoom").click()
-    assert chart(d, "train-loss", "[u.scales.x.min, u.scales.x.max]") == [1, 600]
+    assert chart(d, "train-loss", "[u.scales.x.min, u.scales.x.max]") == [1, 603]
     # smoothing: an EMA line over a faint raw one
     slider = d.find_element("id", "smoothing")
     js(d, "arguments[0].value = '0.9'; arguments[0].dispatchEvent(new Event('input'))", slider)

@@ -663,8 +663,8 @@
     order.forEach(function (a) {
       var ex = el("td", null, el("div", {cls: "message", text: a.message || ""}),
                   el("div", {cls: "explanation", text: a.explanation}));
-      if (a.cause) ex.appendChild(el("div", null, el("b", {text: "cause: "}), a.cause));
-      if (a.action) ex.appendChild(el("div", null, el("b", {text: "next step: "}), a.action));
+      if (a.status === "open" && a.cause) ex.appendChild(el("div", null, el("b", {text: "cause: "}), a.cause));
+      if (a.status === "open" && a.action) ex.appendChild(el("div", null, el("b", {text: "next step: "}), a.action));
       var link = chartLink(a, "chart");
       if (link) ex.appendChild(el("div", null, link));
       var tr = el("tr", {"data-id": a.id, tabindex: "0", cls: "alert-row " + a.status},
@@ -696,7 +696,32 @@
     root.appendChild(bar);
   }
 
+  function focusKey() {  // what has the keyboard focus, to find it again after a re-render
+    var e = document.activeElement;
+    if (!e || e === document.body || !document.getElementById("run").contains(e)) return null;
+    var panel = e.closest(".panel, #problem, #group-alerts");
+    return {scope: panel ? (panel.getAttribute("data-panel") || panel.id) : null,
+            sel: e.tagName.toLowerCase() + (e.getAttribute("data-id") ? '[data-id="' +
+                 CSS.escape(e.getAttribute("data-id")) + '"]' : "") +
+                 (e.classList.length ? "." + Array.prototype.map.call(e.classList, CSS.escape).join(".") : ""),
+            node: e};
+  }
+
+  function restoreFocus(k) {
+    if (!k || document.contains(k.node)) return;
+    var scope = k.scope && (document.querySelector('.panel[data-panel="' + CSS.escape(k.scope) + '"]') ||
+                            document.getElementById(k.scope));
+    var e = (scope || document).querySelector(k.sel);
+    if (e) e.focus({preventScroll: true});
+  }
+
   function renderRun(view) {
+    var fk = focusKey();
+    draw(view);
+    restoreFocus(fk);
+  }
+
+  function draw(view) {
     var root = document.getElementById("run");
     if (!lastView || lastView.run !== view.run || !document.getElementById("run-head")) {
       Object.keys(charts).forEach(function (k) { charts[k].u.destroy(); });
@@ -881,7 +906,9 @@
     var run = current;
     pending = true;
     getJSON(apiRun(run)).then(function (view) {
-      if (run === current && !compareRuns) {
+      var sig = JSON.stringify(view);
+      if (run === current && !compareRuns && (sig !== lastSig || !lastView || lastView.run !== run)) {
+        lastSig = sig;
         renderRun(view);
         var h = readHash();
         if (h.panel && h.run === run && focusedFor !== location.hash) {
@@ -897,7 +924,7 @@
         if (again) { again = false; pollRun(); } else runTimer = setTimeout(pollRun, RUN_MS);
       });
   }
-  var focusedFor = null;
+  var focusedFor = null, lastSig = null;
 
   function pollCompare() {
     var runs = compareRuns;
