@@ -176,9 +176,9 @@ def _family_text(det: str, st: dict, v: float, score: float, msg: str) -> str | 
         return (f"its distribution moved: PSI {st['psi']:.3f}, KS {st['ks']:.3f} "
                 f"(p = {st['p_value']:.2g}){means}")
     if det == "straggler" and st.get("peer_median"):
-        return (f"is {_times(st['ratio'])} the median {g(st['peer_median'])} of its "
-                f"{st.get('ranks', '?')} ranks' values: {'slower' if st['ratio'] > 1 else 'lower'} "
-                "than its peers")
+        peers = st["ranks"] - 1 if isinstance(st.get("ranks"), int) else "its"
+        return (f"is {_times(st['ratio'])} the median {g(st['peer_median'])} of the other "
+                f"{peers} ranks: {'slower' if st['ratio'] > 1 else 'lower'} than its peers")
     if det == "overfit" and "best" in st:
         return (f"stayed above its best {g(st['best'])} (step {st.get('best_step')}) while the "
                 f"training loss fell from {g(st['train_loss_at_best'])} to "

@@ -113,28 +113,72 @@ def shared(a: list[float], b: list[float]) -> list[float]:
     return [x for x in a if any(close(x, y) for y in b)]
 
 
-def firing_record(detector: str) -> dict:
-    kw, values, _ = CASES[detector]
-    metric = f"x_{detector}"
+def straggler_events():
+    out = []
+    for s in range(1, 101):
+        for r in range(4):
+            v = 0.05 + 0.002 * rng.standard_normal() + (0.07 if r == 2 and s > 50 else 0)
+            out.append({"step": s, "ts": 1000.0 + s, "kind": "train",
+                        "metrics": {"step_time_s": v}, "tags": {"rank": r}})
+    return out
+
+
+def overfit_events():
+    out = []
+    for s in range(1, 401):
+        out.append({"step": s, "ts": 1000.0 + s, "kind": "train",
+                    "metrics": {"loss": 2.0 * math.exp(-s / 60) + 0.01}})
+        if s % 20 == 0:
+            val = 1.0 * math.exp(-s / 60) + 0.3 if s <= 160 else 0.35 + (s - 160) / 200
+            out.append({"step": s, "ts": 1000.5 + s, "kind": "eval", "metrics": {"val_loss": val}})
+    return out
+
+
+def joint_events():  # three metrics that move together, once
+    return [{"step": s, "ts": 1000.0 + s, "kind": "train", "metrics": {
+        k: 1.0 + 0.01 * rng.standard_normal() + (0.5 if 600 <= s < 610 else 0)
+        for k in ("a_x", "b_y", "c_z")}} for s in range(1, 801)]
+
+
+# run-level rules -> (events, what the data did)
+RULE_CASES = {"straggler": (straggler_events(), "up"),
+              "overfit": (overfit_events(), None),  # val up while train falls: both said
+              "mvknn": (joint_events(), None)}
+
+
+def run_events(events, pipelines: Pipelines) -> list[dict]:
     cfg = Config(windows=("step:50",))
     store = MemoryStore()
     pipe = EmbeddedPipeline(cfg, store)
-    pipe.processor = RunProcessor(cfg, Pipelines([(metric, [(detector, kw)])], run_rules=[]))
-    events = [{"step": s, "ts": 1000.0 + s, "kind": "train", "metrics": {metric: v}}
-              for s, v in enumerate(values, 1)]
+    pipe.processor = RunProcessor(cfg, pipelines)
     for i in range(0, len(events), 97):  # in batches, as a producer sends them
         pipe.handle("r", encode_batch("r", events[i:i + 97]))
     pipe.close()
-    recs = [a for a in store.alerts["r"] if a["detector"] == detector and a["state"] == "firing"]
+    return store.alerts["r"]
+
+
+def firing_record(detector: str) -> dict:
+    if detector in RULE_CASES:
+        alerts = run_events(RULE_CASES[detector][0], Pipelines([("*", [])],
+                                                               run_rules=[(detector, {})]))
+    else:
+        kw, values, _ = CASES[detector]
+        metric = f"x_{detector}"
+        alerts = run_events([{"step": s, "ts": 1000.0 + s, "kind": "train",
+                              "metrics": {metric: v}} for s, v in enumerate(values, 1)],
+                            Pipelines([(metric, [(detector, kw)])], run_rules=[]))
+    recs = [a for a in alerts if a["detector"] == detector and a["state"] == "firing"]
     assert recs, f"{detector} did not fire on its test series"
     return recs[0]
 
 
 def test_every_registered_detector_has_a_case():
-    assert set(CASES) == set(REGISTRY)
+    from telltale.detectors.pipelines import _run_rule_registry
+
+    assert set(CASES) == set(REGISTRY) and set(RULE_CASES) == set(_run_rule_registry())
 
 
-@pytest.mark.parametrize("detector", sorted(CASES))
+@pytest.mark.parametrize("detector", sorted(CASES) + sorted(RULE_CASES))
 def test_explanation_agrees_with_the_alert_message(detector):
     a = firing_record(detector)
     msg, ex = a["message"], a["explanation"]
@@ -151,6 +195,6 @@ def test_explanation_agrees_with_the_alert_message(detector):
                                                                    msg.replace(said, "")):
                 assert not re.search(rf"\b{other}\b", low), (msg, ex)
     # ... nor to what the series did
-    truth = CASES[detector][2]
+    truth = CASES[detector][2] if detector in CASES else RULE_CASES[detector][1]
     if truth:
         assert not any(re.search(rf"\b{w}\b", low) for w in OPPOSITE[truth]), (truth, ex)
