@@ -113,6 +113,9 @@ def test_a_firing_alert_is_on_the_page_within_2s_of_its_publication(tmp_path, br
         print(f"publication → page: {len(lags)} firing records, lag max {max(lags):.2f} s, "
               f"median {sorted(lags)[len(lags) // 2]:.2f} s")
         assert max(lags) < 2.0, lags
+        # and said aloud to screen readers (a polite live region)
+        assert "new warning alert on demo-spike" in d.find_element("id", "announce") \
+            .get_attribute("textContent")
     finally:
         demo.stop()
 

@@ -715,10 +715,26 @@
     if (e) e.focus({preventScroll: true});
   }
 
+  var known = null;  // incident ids already on the page (for the live announcement)
+  function announce(view) {  // screen readers hear new open incidents (a polite live region)
+    var box = document.getElementById("announce");
+    if (!box) return;
+    if (!known || known.run !== view.run) { known = {run: view.run, ids: {}}; }
+    var fresh = view.alerts.filter(function (a) { return a.status === "open" && !known.ids[a.id]; });
+    var first = Object.keys(known.ids).length === 0 && !known.loaded;
+    view.alerts.forEach(function (a) { known.ids[a.id] = true; });
+    known.loaded = true;
+    if (first || !fresh.length) return;
+    box.textContent = fresh.map(function (a) {
+      return "new " + a.severity + " alert on " + view.run + ": " + a.message;
+    }).join(". ");
+  }
+
   function renderRun(view) {
     var fk = focusKey();
     draw(view);
     restoreFocus(fk);
+    if (!REPORT) announce(view);
   }
 
   function draw(view) {
