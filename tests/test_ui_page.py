@@ -350,12 +350,17 @@ def test_charts_log_scale_fitted_axes_hover_zoom_smoothing(live_ui, browser):
     time.sleep(0.3)
     zoom = chart(d, "train-loss", "[u.scales.x.min, u.scales.x.max]")
     assert zoom[1] - zoom[0] < 300, zoom
-    # the run grows while the page polls: three polls with new steps, each redrawn
+    # the run grows while the page polls: three polls with new steps, each redrawn; the
+    # zoom stays, and so does the keyboard focus on an incident row
+    row = js(d, "var r = document.querySelector('#alerts-table tr[data-id]');"
+                "r.focus({preventScroll: true}); return r.dataset.id")
     for step in (601, 602, 603):
         grow(store, "demo-diverge")
         wait_for(lambda s=step: chart(d, "train-loss", "u.data[0][u.data[0].length - 1]") == s,
                  timeout=10, what=f"a poll with step {step}")
         assert chart(d, "train-loss", "[u.scales.x.min, u.scales.x.max]") == zoom
+    assert js(d, "var e = document.activeElement; return e.matches('#alerts-table tr') "
+                 "&& e.dataset.id") == row
     d.find_element("css selector", "#panel-train-loss button.reset-zoom").click()
     assert chart(d, "train-loss", "[u.scales.x.min, u.scales.x.max]") == [1, 603]
     # smoothing: an EMA line over a faint raw one
