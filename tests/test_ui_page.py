@@ -215,6 +215,9 @@ def test_the_run_list_and_the_run_agree_worst_first(ui, browser):
     assert all("idle" in status for _, status, _ in rows), rows
     _, doc = api(ui, "api/runs")
     by = {r["run"]: r for r in doc["runs"]}
+    # the fast poll's answer: alert records per run, as the list counts them
+    _, counts = api(ui, "api/runs?only=alerts")
+    assert counts["alerts"] == {r: x["alert_records"] for r, x in by.items() if x["alert_records"]}
     # worst health first, the page in the API's order
     assert [r for r, _, _ in rows] == [r["run"] for r in doc["runs"]]
     ranks = [HEALTH.index(r["health"]) for r in doc["runs"]]

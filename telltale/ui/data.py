@@ -169,6 +169,12 @@ class LocalSource:
                    for run, (t0, t1, step) in self.summary.items()]
             return sort_runs(out)
 
+    def alert_counts(self) -> dict[str, int]:
+        """Alert records per run: the page's cheap poll for "something fired"."""
+        self.refresh()
+        with self._lock:
+            return {run: len(a) for run, a in self.alerts.items()}
+
     def run_view(self, run: str, k: float = 3.0) -> dict | None:
         self.refresh()
         with self._lock:
@@ -247,6 +253,11 @@ class InfluxSource:
             out.append(_run_summary(run, step, n, t0 / 1e9, t1 / 1e9, alerts[run],
                                     self.live.status(run, t1)))
         return sort_runs(out)
+
+    def alert_counts(self) -> dict[str, int]:
+        """Alert records per run (one small query on the alerts measurement)."""
+        return {s["tags"]["run"]: s["values"][0][1] for s in self.query(
+            'SELECT count("step") FROM "alerts" GROUP BY "run"')}
 
     def run_view(self, run: str, k: float = 3.0) -> dict | None:
         where = f'"run" = {_quote(run)}'

@@ -2,8 +2,9 @@
 
     GET /                 the page (lists runs; one run's charts; polls the API)
     GET /static/<file>    app.js, app.css, vendored uPlot (MIT, with its LICENSE)
-    GET /api/runs         runs, worst health first: status, last step, incidents (the page
-                          polls it every second; a new alert record refreshes the run)
+    GET /api/runs         runs, worst health first: status, last step, incidents
+    GET /api/runs?only=alerts   alert records per run (the page polls it every 0.5 s; a
+                          new record refreshes the run and the list at once)
     GET /api/run/<run>    one run's panels (see telltale.ui.data.build_view); ?k= band width
 
 :class:`Dashboard` answers requests independently of the web framework, so the same
@@ -56,8 +57,10 @@ class Dashboard:
             return 404, "text/plain", f"no static file {name!r}".encode()
         return 200, _ctype(name), body
 
-    def runs(self) -> tuple[int, str, bytes]:
+    def runs(self, only: str | None = None) -> tuple[int, str, bytes]:
         try:
+            if only == "alerts":  # the page's fast poll: alert records per run
+                return self._json({"alerts": self.source.alert_counts()})
             doc = {"source": self.source.describe(), "runs": self.source.runs()}
         except DataError as exc:
             return self._json({"error": str(exc)}, 503)
@@ -106,7 +109,7 @@ def make_app(dash: Dashboard):
 
     @routes.get("/api/runs")
     async def runs(request):
-        return await in_thread(dash.runs)
+        return await in_thread(dash.runs, request.query.get("only"))
 
     @routes.get("/api/run/{run}")
     async def run(request):

@@ -4,7 +4,8 @@
   "use strict";
 
   var REPORT = window.TELLTALE_REPORT || null;
-  var RUNS_MS = 1000;       // the run list (and the alert counts that trigger a refresh)
+  var ALERTS_MS = 500;      // alert records per run: a new one refreshes the run at once
+  var RUNS_MS = 2000;       // the run list
   var RUN_MS = 2000;        // the selected run's charts
   var COLORS = ["#3b6fd8", "#e07b00", "#2e8b57", "#8e44ad", "#c0392b", "#16a085", "#7f8c8d",
                 "#d35400", "#2c3e50", "#b7950b"];
@@ -17,7 +18,6 @@
   var alertsById = {};
   var current = null;       // selected run id
   var lastView = null;
-  var lastRecords = {};     // run -> alert records seen in the run list
   var smoothing = 0;        // EMA weight 0..0.99
   var opener = null;        // element focused before the alert popup opened
   var params = new URLSearchParams(location.search);
@@ -891,10 +891,6 @@
       row.cells[3].textContent = String(r.last_step);
       row.cells[4].textContent = r.alerts ? r.open_alerts + " open / " + r.alerts : "0";
       row.cells[4].title = Object.keys(r.by_severity || {}).map(function (k) { return r.by_severity[k] + " " + k; }).join(", ");
-      if (r.run === current && lastRecords[r.run] != null && lastRecords[r.run] !== r.alert_records) {
-        pollRun();  // a new alert record: refresh the run now, not at the next tick
-      }
-      lastRecords[r.run] = r.alert_records;
     });
     Array.prototype.slice.call(t.querySelectorAll("tr.run-row")).forEach(function (row) {
       if (!seen[row.getAttribute("data-run")]) row.remove();
@@ -955,9 +951,27 @@
       });
   }
 
+  var runsTimer = null;
   function pollRuns() {
+    clearTimeout(runsTimer);
     getJSON("api/runs").then(renderRuns).catch(function (e) { showError(String(e.message || e)); })
-      .then(function () { setTimeout(pollRuns, RUNS_MS); });
+      .then(function () { runsTimer = setTimeout(pollRuns, RUNS_MS); });
+  }
+
+  var alertCounts = null;
+  function pollAlerts() {  // cheap: one count per run; the list and the run follow a change
+    getJSON("api/runs?only=alerts").then(function (doc) {
+      var counts = doc.alerts || {};
+      if (!doc.alerts && doc.runs) doc.runs.forEach(function (r) { counts[r.run] = r.alert_records; });
+      var prev = alertCounts || counts;
+      function differs(r) { return (prev[r] || 0) !== (counts[r] || 0); }
+      var changed = Object.keys(counts).some(differs);
+      var mine = !!current && differs(current);
+      alertCounts = counts;
+      if (mine || (compareRuns && changed)) pollRun();
+      if (changed) pollRuns();
+    }).catch(function () { /* the slower polls report errors */ })
+      .then(function () { setTimeout(pollAlerts, ALERTS_MS); });
   }
 
   function fromHash() {
@@ -995,5 +1009,6 @@
     window.addEventListener("hashchange", fromHash);
     fromHash();
     pollRuns();
+    pollAlerts();
   }
 })();
