@@ -604,7 +604,7 @@ def _dashboard_pages(app: faust.App, cfg: Config) -> None:
     @app.page("/ui/api/runs")
     class DashboardRuns(View):
         async def get(self, request):
-            return reply(self, await asyncio.to_thread(dash.runs))
+            return reply(self, await asyncio.to_thread(dash.runs, request.query.get("only")))
 
     @app.page("/ui/api/run/{run}")
     class DashboardRun(View):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from telltale.schema import decode_message
 from telltale.streams.processor import Output, RunProcessor
 
 _STOP = object()
+FLUSH_EVERY = 0.5  # seconds: the store is flushed at least this often, and on every alert
 
 
 class EmbeddedPipeline:
@@ -35,6 +37,7 @@ class EmbeddedPipeline:
         self._bus: queue.Queue = queue.Queue(maxsize=bus_size)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._flushed = time.monotonic()
 
     # -- the bus ----------------------------------------------------------------
 
@@ -117,6 +120,10 @@ class EmbeddedPipeline:
         if self.store is not None:
             self.store.write_points(points)
             self.store.write_alerts(out.alerts)
+            now = time.monotonic()
+            if out.alerts or now - self._flushed >= FLUSH_EVERY:  # readers see alerts now
+                self.store.flush()
+                self._flushed = now
         if self.on_alert is not None:
             for a in out.alerts:
                 self.on_alert(a)

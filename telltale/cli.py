@@ -681,10 +681,15 @@ def _view_from_events(path: str, run: str, cfg: Config, k: float) -> dict:
 
 
 def cmd_report(args) -> int:
-    from telltale.ui.data import DataError
+    from telltale.ui.data import DataError, parse_k
     from telltale.ui.report import render_html, write_pngs
 
     out = args.out or f"report-{args.run}.html"
+    try:
+        args.k = parse_k(args.k)
+    except ValueError as exc:
+        print(f"telltale report: --k: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.events:
             view = _view_from_events(args.events, args.run, _config(args), args.k)
@@ -694,7 +699,7 @@ def cmd_report(args) -> int:
             source = src.describe()
             view = src.run_view(args.run, k=args.k)
             if view is None:
-                names = ", ".join(r["run"] for r in src.runs()) or "none"
+                names = ", ".join(sorted(r["run"] for r in src.runs())) or "none"
                 raise DataError(f"no run {args.run!r} in {source} (runs there: {names}); "
                                 "--events FILE reads a file of events instead")
     except DataError as exc:
@@ -894,7 +899,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--png", action="store_true",
                     help="also one PNG per panel in OUT-png/ (headless Chromium)")
     rp.add_argument("--events", help="JSONL events file (the trainfaults format)")
-    rp.add_argument("--k", type=float, default=3.0, help="band width: mean ± k·std (default 3)")
+    rp.add_argument("--k", default="3", help="band width: mean ± k·std, 0 < k ≤ 20 (default 3)")
     rp.add_argument("--store-dir", help="local store to read")
     rp.add_argument("--influx-url", help="InfluxDB URL (env TELLTALE_INFLUX_URL)")
     rp.add_argument("--influx-db", help="database (env TELLTALE_INFLUX_DB, default telltale)")

@@ -63,6 +63,12 @@ def test_report_from_a_trainfaults_file_renders_in_chromium(tmp_path):
             time.sleep(0.1)
         summary = d.find_element("id", "summary-table").text
         assert f"{min(steps)}–{max(steps)}" in summary
+        # the report opens on the run's worst open incident, and its title names the run
+        assert d.title.startswith(run)
+        problem = d.find_element("id", "problem").text
+        worst = next(a for a in incidents(alerts) if a["id"] ==
+                     d.find_element("id", "problem").get_attribute("data-id"))
+        assert worst["message"] in problem and "Next step" in problem
         rows = d.find_elements("css selector", "#alerts-table tr[data-id]")
         # one row per incident (its firing, updated and resolved records share the id)
         assert sorted(r.get_attribute("data-id") for r in rows) == sorted({a["id"] for a in alerts})

@@ -124,7 +124,7 @@ def test_live_dashboard_follows_the_demo(tmp_path, browser):
 
         def listed():
             return js(d, "return Array.from(document.querySelectorAll('tr.run-row'))"
-                         ".map(r => [r.dataset.run, +r.cells[2].textContent])")
+                         ".map(r => [r.dataset.run, +r.cells[3].textContent])")
 
         rows = wait_for(lambda: len(listed()) == len(names) and listed(), timeout=30,
                         what="every demo run listed")

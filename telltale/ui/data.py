@@ -7,6 +7,7 @@ its alert records. :func:`build_view` turns them into the JSON document the page
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -29,11 +31,49 @@ INFER_BUCKET = 20  # requests per latency-percentile bucket
 MAX_POINTS = 2000  # per series sent to the page
 LIVE_SECONDS = 10.0  # a run is "live" while new data arrived this recently
 DRIFT_METRICS = ("latency_ms", "ttft_ms", "tokens_per_s")  # their scores = the drift panel
-DRIFT_CAP = 50.0  # scores are clipped to ±this in the drift panel
+
+
+K_MAX = 20.0  # widest band: mean ± K_MAX·std
 
 
 class DataError(RuntimeError):
     """The data source cannot be read; the message says what to do."""
+
+
+def parse_k(k) -> float:
+    """The band width ``k`` of mean ± k·std, or ValueError with the one message that the
+    page, the API and ``telltale report`` all give."""
+    if k is None or k == "":
+        return 3.0
+    try:
+        v = float(k)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not 0 < v <= K_MAX:  # also refuses NaN
+        raise ValueError(f"k must be a number in (0, {K_MAX:g}] (the band is mean ± k·std), "
+                         f"got {k!r}")
+    return v
+
+
+class Liveness:
+    """A run is live while its data grew in the last LIVE_SECONDS, as seen by this source.
+
+    One clock for the run list, the run view and the API: a run is keyed by the time of
+    its last data point; the first sight of a run is not taken for growth (old data read at
+    start-up is idle until it grows again).
+    """
+
+    def __init__(self):
+        self._seen: dict[str, tuple[float, float]] = {}  # run -> (last data time, wall time)
+
+    def status(self, run: str, last_ts: float | None) -> str:
+        now = time.time()
+        prev = self._seen.get(run)
+        if prev is None:
+            self._seen[run] = (last_ts, 0.0)
+        elif prev[0] != last_ts:
+            self._seen[run] = (last_ts, now)
+        return "live" if now - self._seen[run][1] < LIVE_SECONDS else "idle"
 
 
 # -- sources ---------------------------------------------------------------------------
@@ -50,12 +90,12 @@ class LocalSource:
         self.directory = directory
         self._lock = threading.Lock()
         self._files: dict[str, tuple[int, int]] = {}  # name -> (inode, offset)
+        self.live = Liveness()
         self._reset()
 
     def _reset(self) -> None:
         self.points: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
         self.alerts: dict[str, list[dict]] = defaultdict(list)
-        self.seen: dict[str, tuple[int, float]] = {}  # run -> (points, wall time of change)
         # run -> [first time, last time, step at last time] of its metric points: the
         # store's lines are in write order (blocks per rank and kind), not in time order
         self.summary: dict[str, list] = {}
@@ -97,11 +137,6 @@ class LocalSource:
                 self._files.clear()
                 self._reset()
                 self._refresh()
-            now = time.time()
-            for run, per in self.points.items():
-                n = sum(len(v) for v in per.values())
-                if self.seen.get(run, (-1, 0))[0] != n:
-                    self.seen[run] = (n, now)
 
     def _refresh(self) -> None:
         for m in MEASUREMENTS:
@@ -129,9 +164,16 @@ class LocalSource:
         self.refresh()
         with self._lock:
             out = [_run_summary(run, step, len(self.points[run]["metrics"]), t0 / 1e9,
-                                t1 / 1e9, self.alerts.get(run, []), self.seen[run][1])
+                                t1 / 1e9, self.alerts.get(run, []),
+                                self.live.status(run, t1))
                    for run, (t0, t1, step) in self.summary.items()]
-            return sorted(out, key=lambda r: r["run"])
+            return sort_runs(out)
+
+    def alert_counts(self) -> dict[str, int]:
+        """Alert records per run: the page's cheap poll for "something fired"."""
+        self.refresh()
+        with self._lock:
+            return {run: len(a) for run, a in self.alerts.items()}
 
     def run_view(self, run: str, k: float = 3.0) -> dict | None:
         self.refresh()
@@ -141,8 +183,8 @@ class LocalSource:
                 return None
             pts = {m: list(v) for m, v in per.items()}
             alerts = list(self.alerts.get(run, []))
-            seen = self.seen[run][1]
-        return build_view(run, pts, alerts, k=k, last_change=seen)
+            status = self.live.status(run, self.summary[run][1])
+        return build_view(run, pts, alerts, k=k, status=status)
 
 
 class _Truncated(Exception):
@@ -157,7 +199,7 @@ class InfluxSource:
             raise DataError("no InfluxDB configured: set TELLTALE_INFLUX_URL or pass "
                             "--influx-url (or --store-dir for the embedded local store)")
         self.cfg = cfg
-        self.seen: dict[str, tuple[int, float]] = {}
+        self.live = Liveness()
 
     def describe(self) -> str:
         return f"InfluxDB {self.cfg.influx_url} database {self.cfg.influx_db}"
@@ -205,14 +247,17 @@ class InfluxSource:
         alerts = defaultdict(list)
         for p in self._points("alerts", "time > 0"):
             alerts[p["tags"]["run"]].append(_alert_from_point(p))
-        out, now = [], time.time()
+        out = []
         for run, (t0, _, n) in first.items():
             t1, step = last[run]
-            if self.seen.get(run, (-1, 0))[0] != n:
-                self.seen[run] = (n, now)
             out.append(_run_summary(run, step, n, t0 / 1e9, t1 / 1e9, alerts[run],
-                                    self.seen[run][1]))
-        return sorted(out, key=lambda r: r["run"])
+                                    self.live.status(run, t1)))
+        return sort_runs(out)
+
+    def alert_counts(self) -> dict[str, int]:
+        """Alert records per run (one small query on the alerts measurement)."""
+        return {s["tags"]["run"]: s["values"][0][1] for s in self.query(
+            'SELECT count("step") FROM "alerts" GROUP BY "run"')}
 
     def run_view(self, run: str, k: float = 3.0) -> dict | None:
         where = f'"run" = {_quote(run)}'
@@ -220,10 +265,8 @@ class InfluxSource:
         if not pts["metrics"]:
             return None
         alerts = [_alert_from_point(p) for p in self._points("alerts", where)]
-        n = len(pts["metrics"])
-        if self.seen.get(run, (-1, 0))[0] != n:
-            self.seen[run] = (n, time.time())
-        return build_view(run, pts, alerts, k=k, last_change=self.seen[run][1])
+        t1 = max(p["time"] for p in pts["metrics"])
+        return build_view(run, pts, alerts, k=k, status=self.live.status(run, t1))
 
 
 def _quote(s: str) -> str:
@@ -268,22 +311,24 @@ class MemoryStore:
 # -- the view ---------------------------------------------------------------------------
 
 
-def open_alerts(alerts: list[dict]) -> list[dict]:
-    """Latest record of each incident (by id) that is not resolved, counting incidents
-    closed only because the run or its input ended (they never went back to normal)."""
-    last: dict = {}
-    for a in alerts:
-        last[a.get("id") or id(a)] = a
-    return [a for a in last.values() if a.get("state") != "resolved"
-            or str((a.get("stats") or {}).get("resolved_because", "")).endswith(" ended")]
+HEALTH = ("critical", "warning", "recovered", "ok")  # worst first: the run list's order
+_SEV = {"critical": 0, "warning": 1, "info": 2}
+
+
+def _ended_unrecovered(rec: dict) -> bool:
+    """Closed only because the run or its input ended: it never went back to normal."""
+    return str((rec.get("stats") or {}).get("resolved_because", "")).endswith(" ended")
 
 
 def incidents(alerts: list[dict]) -> list[dict]:
     """One record per incident (alert id), placed at its first step: what happened comes
     from its latest firing/updated record, its state from its latest record.
 
+    ``status`` is the one open/resolved answer used by the list, the run and the API:
+    "open" unless the incident went back to normal ("resolved"); an incident closed only
+    because its run ended is open (``ended``: the run ended before it recovered).
     With the alert lifecycle an incident is several records (firing, updated, resolved);
-    without it every record is its own incident.
+    without it every record is its own open incident.
     """
     first: dict = {}
     last: dict = {}
@@ -300,21 +345,67 @@ def incidents(alerts: list[dict]) -> list[dict]:
         base = active.get(key, a)
         rec = {**base, "state": a.get("state", base.get("state")),
                "step": a.get("first_step", f.get("step")),
-               "last_step": a.get("last_step", a.get("step"))}
+               "last_step": a.get("last_step", a.get("step")),
+               "message": base.get("message", ""), "records": 0}
+        rec["ended"] = a.get("state") == "resolved" and _ended_unrecovered(a)
+        rec["status"] = "resolved" if a.get("state") == "resolved" and not rec["ended"] \
+            else "open"
         if a is not base:
             rec["resolution"] = a.get("message", "")
         out.append(rec)
+    counts: dict = defaultdict(int)
+    for a in alerts:
+        counts[a.get("id") or id(a)] += 1
+    for key, rec in zip(last, out, strict=True):
+        rec["records"] = counts[key]
     return out
 
 
-def _run_summary(run, step, events, t0, t1, alerts, last_change) -> dict:
-    live = time.time() - last_change < LIVE_SECONDS
-    opened = open_alerts(alerts)
-    sev = {a.get("severity") for a in opened}
-    health = "critical" if "critical" in sev else "warning" if opened else "ok"
-    return {"run": run, "status": "live" if live else "idle", "health": health,
+def open_alerts(alerts: list[dict]) -> list[dict]:
+    """The open incidents (see :func:`incidents`)."""
+    return [i for i in incidents(alerts) if i["status"] == "open"]
+
+
+def worst_first(incs: list[dict]) -> list[dict]:
+    """Open incidents before resolved ones; then critical first; then the earliest (what
+    went wrong first is usually the cause of what followed), the higher score on a tie."""
+    return sorted(incs, key=lambda a: (a.get("status") != "open", _SEV.get(a.get("severity"), 3),
+                                       a.get("step") or 0, -float(a.get("score") or 0)))
+
+
+def run_health(incs: list[dict]) -> str:
+    """critical / warning: an open incident of that severity; recovered: incidents, all
+    resolved; ok: none."""
+    opened = [a for a in incs if a["status"] == "open"]
+    if any(a.get("severity") == "critical" for a in opened):
+        return "critical"
+    if opened:
+        return "warning"
+    return "recovered" if incs else "ok"
+
+
+def sort_runs(rows: list[dict]) -> list[dict]:
+    """Worst health first, then the most open incidents, then live before idle, by name."""
+    return sorted(rows, key=lambda r: (HEALTH.index(r["health"]), -r["open_alerts"],
+                                       r["status"] != "live", r["run"]))
+
+
+def _run_summary(run, step, events, t0, t1, alerts, status) -> dict:
+    incs = incidents(alerts)
+    opened = [a for a in incs if a["status"] == "open"]
+    worst = worst_first(incs)
+    top = worst[0] if worst else None
+    return {"run": run, "status": status, "health": run_health(incs),
             "last_step": step, "events": events, "first_ts": t0, "last_ts": t1,
-            "open_alerts": len(opened), "alerts": len(incidents(alerts))}
+            "open_alerts": len(opened), "alerts": len(incs),
+            "by_severity": {s: sum(1 for a in incs if a.get("severity") == s)
+                            for s in ("critical", "warning", "info")
+                            if any(a.get("severity") == s for a in incs)},
+            "alert_records": len(alerts),
+            "last_alert_ts": max((a.get("ts") or 0 for a in alerts), default=None),
+            "worst": None if top is None else {
+                k: top.get(k) for k in ("id", "metric", "rank", "step", "severity", "status",
+                                        "message")}}
 
 
 def explain(a: dict) -> str:
@@ -352,7 +443,7 @@ def _family(metric: str) -> tuple[str, str] | None:
 
 
 def build_view(run: str, pts: dict[str, list[dict]], alerts: list[dict], k: float = 3.0,
-               last_change: float | None = None) -> dict:
+               status: str = "idle") -> dict:
     """The page's document for one run: summary, panels, alerts (all JSON-able)."""
     metrics = sorted(pts.get("metrics", []), key=lambda p: p["time"])
     # series[(metric, rank)] = (kind, host, steps, values)
@@ -379,6 +470,8 @@ def build_view(run: str, pts: dict[str, list[dict]], alerts: list[dict], k: floa
 
     bands = _bands(pts.get("window_stats", []))
     scores = _scores(pts.get("scores", []))
+    bad_steps = {key: sorted(st for st, v in per.get("nonfinite", {}).items()
+                             if v and st is not None) for key, per in scores.items()}
 
     training, internals, resources, infer = [], defaultdict(dict), defaultdict(list), {}
     by_metric: dict[str, list[str]] = defaultdict(list)
@@ -397,21 +490,45 @@ def build_view(run: str, pts: dict[str, list[dict]], alerts: list[dict], k: floa
             infer[name] = series[(name, ranks[0])]
         else:
             training.append(_training_panel(name, ranks, series, bands, scores,
-                                            by_series_alerts, k))
+                                            by_series_alerts, k, bad_steps))
     all_steps = [s for v in series.values() for s in v["steps"] if s is not None]
     all_ts = [t for v in series.values() for t in v["ts"]]
     t0, t1 = (min(all_ts), max(all_ts)) if all_ts else (None, None)
+    inference = _inference(infer, scores, by_series_alerts) if infer else None
+    panel_of = {p["metric"]: f"train-{p['metric']}" for p in training}
+    panel_of.update({f"{fam}/{layer}": f"internals-{fam}" for fam, ls in internals.items()
+                     for layer in ls})
+    panel_of.update({name: f"res-{name}" for name in resources})
+    if inference:
+        panel_of.update({m: f"infer-{g}" for g, ms in inference["groups"].items() for m in ms})
+    for a in alerts:
+        a["panel"] = panel_of.get(a.get("metric"))
+    opened = [a for a in alerts if a["status"] == "open"]
     return {
         "run": run, "k": k,
-        "status": ("live" if last_change and time.time() - last_change < LIVE_SECONDS
-                   else "idle"),
-        "summary": _summary(series, metrics, alerts, all_steps, t0, t1),
+        "status": status,
+        "health": run_health(alerts),
+        "open_alerts": len(opened),
+        "problem": (worst_first(opened) or [None])[0],
+        "summary": _summary(series, metrics, alerts, all_steps, t0, t1, bad_steps),
         "training": training,
         "internals": [_heatmap(f, layers) for f, layers in sorted(internals.items())],
         "resources": [_resource_panel(name, lines) for name, lines in resources.items()],
-        "inference": _inference(infer, scores, by_series_alerts) if infer else None,
+        "inference": inference,
         "alerts": alerts,
     }
+
+
+def _stretches(bad: list, finite: list) -> list[list]:
+    """Runs of non-finite steps as [first, last]: a finite value between two bad steps
+    splits them (``finite``: the series' steps with finite values, sorted)."""
+    out: list[list] = []
+    for st in bad:
+        if out and bisect.bisect_right(finite, out[-1][1]) == bisect.bisect_left(finite, st):
+            out[-1][1] = st
+        else:
+            out.append([st, st])
+    return out
 
 
 _FIRST = ("loss", "val_loss", "accuracy", "val_accuracy", "grad_norm", "param_norm",
@@ -473,11 +590,13 @@ def _line(s: dict, rank: str) -> dict:
             "values": [_num(s["values"][i]) for i in idx]}
 
 
-def _training_panel(name, ranks, series, bands, scores, alerts_by, k) -> dict:
+def _training_panel(name, ranks, series, bands, scores, alerts_by, k, bad_steps) -> dict:
     focus = max(ranks, key=lambda r: (len(alerts_by.get((name, r), [])), r == "0"))
     fs = series[(name, focus)]
-    missing = {a.get("step") for a in alerts_by.get((name, focus), [])} - set(fs["steps"])
-    if missing:  # non-finite values are not stored: give their alerts a place on the x axis
+    bad = bad_steps.get((name, focus), [])
+    missing = ({a.get("step") for a in alerts_by.get((name, focus), [])} | set(bad)) \
+        - set(fs["steps"])
+    if missing:  # non-finite values are not stored: give them a place on the x axis
         pairs = sorted([*zip(fs["steps"], fs["values"], strict=True),
                         *((st, None) for st in missing if st is not None)],
                        key=lambda x: x[0])
@@ -485,6 +604,9 @@ def _training_panel(name, ranks, series, bands, scores, alerts_by, k) -> dict:
     steps = np.asarray(fs["steps"], dtype=float)
     alerts = [a for r in ranks for a in alerts_by.get((name, r), [])]
     keep = {int(i) for a in alerts for i in np.flatnonzero(steps == a.get("step"))}
+    stretches = _stretches(bad, sorted(st for st in series[(name, focus)]["steps"]
+                                       if st is not None))
+    keep |= {int(i) for st in stretches for e in st for i in np.flatnonzero(steps == e)}
     idx = _decimate(len(steps), keep)
     lines = []
     for r in ranks:
@@ -510,11 +632,22 @@ def _training_panel(name, ranks, series, bands, scores, alerts_by, k) -> dict:
             mean.append(m), lo.append(m - k * sd), hi.append(m + k * sd)
     sc = {}
     for det, per in scores.get((name, focus), {}).items():
-        if det != "nonfinite":  # 0 or 1: its alerts are the markers already
-            sc[det] = [_num(per.get(x)) for x in xs]
+        if det != "nonfinite":  # 0 or 1: shaded as non-finite stretches instead
+            sc[det] = [_unit_score(det, per.get(x)) for x in xs]
     return {"metric": name, "kind": fs["kind"], "focus_rank": focus, "steps": xs,
             "lines": lines, "band": {"mean": mean, "lo": lo, "hi": hi} if band else None,
-            "scores": sc, "alert_ids": [a.get("id") for a in alerts]}
+            "scores": sc, "alert_ids": [a.get("id") for a in alerts],
+            "nonfinite": stretches}
+
+
+def _unit_score(detector: str, v) -> float | None:
+    """A detector's raw score on the alerts' 0..1 scale (1 = most anomalous)."""
+    v = _num(v)
+    if v is None:
+        return None
+    from telltale.streams.explain import calibrate
+
+    return calibrate(SimpleNamespace(detector=detector, score=v))
 
 
 def _heatmap(family: str, layers: dict) -> dict:
@@ -551,50 +684,61 @@ def _resource_panel(name: str, lines: list[dict]) -> dict:
     return {"metric": name, "steps": steps, "lines": aligned, "outliers": stragglers}
 
 
-def _inference(infer: dict, scores: dict, alerts_by) -> dict:
-    lat = infer.get("latency_ms")
-    base = lat or next(iter(infer.values()))
-    steps = base["steps"]
-    out: dict = {"steps": [], "series": {}}
-    buckets = range(0, len(steps), INFER_BUCKET)
-    out["steps"] = [steps[min(i + INFER_BUCKET, len(steps)) - 1] for i in buckets]
+# inference panels: (key, title, unit, [(series label, metric, statistic)]); one panel per
+# unit, so a p50 never shares an axis with a rate, and each metric's alerts sit on its panel
+INFER_PANELS = [
+    ("latency", "latency", "ms", [("latency p50 ms", "latency_ms", "p50"),
+                                  ("latency p99 ms", "latency_ms", "p99")]),
+    ("ttft", "time to first token", "ms", [("ttft p50 ms", "ttft_ms", "p50"),
+                                           ("ttft p99 ms", "ttft_ms", "p99")]),
+    ("errors", "error rate", "fraction of requests", [("error rate", "error", "mean")]),
+    ("tokens", "tokens/s", "tokens/s", [("tokens/s", "tokens_per_s", "mean")]),
+]
+_STAT = {"p50": lambda a: np.nanpercentile(a, 50), "p99": lambda a: np.nanpercentile(a, 99),
+         "mean": np.nanmean}
 
-    def per_bucket(name, fn):
-        s = infer.get(name)
-        if s is None:
-            return None
-        v = np.asarray([x if x is not None else np.nan for x in s["values"]], dtype=float)
+
+def _inference(infer: dict, scores: dict, alerts_by) -> dict:
+    base = infer.get("latency_ms") or next(iter(infer.values()))
+    steps = base["steps"]
+    buckets = range(0, len(steps), INFER_BUCKET)
+    bucket_steps = [steps[min(i + INFER_BUCKET, len(steps)) - 1] for i in buckets]
+
+    def per_bucket(name, fn):  # each metric aligned on the base's request steps
+        m = dict(zip(infer[name]["steps"], infer[name]["values"], strict=True))
+        v = np.asarray([np.nan if m.get(st) is None else m[st] for st in steps], dtype=float)
         return [_num(fn(v[i:i + INFER_BUCKET])) if np.isfinite(v[i:i + INFER_BUCKET]).any()
                 else None for i in buckets]
 
+    panels, groups = [], {}
     with np.errstate(all="ignore"):
-        out["series"] = {k: v for k, v in {
-            "latency p50 ms": per_bucket("latency_ms", lambda a: np.nanpercentile(a, 50)),
-            "latency p99 ms": per_bucket("latency_ms", lambda a: np.nanpercentile(a, 99)),
-            "error rate": per_bucket("error", np.nanmean),
-            "tokens/s": per_bucket("tokens_per_s", np.nanmean),
-            "ttft p50 ms": per_bucket("ttft_ms", lambda a: np.nanpercentile(a, 50)),
-        }.items() if v is not None}
+        for key, title, unit, spec in INFER_PANELS:
+            series = {label: per_bucket(m, _STAT[stat]) for label, m, stat in spec
+                      if m in infer}
+            if not series:
+                continue
+            metrics = sorted({m for _, m, _ in spec if m in infer})
+            groups[key] = metrics
+            panels.append({"key": key, "title": title, "unit": unit, "steps": bucket_steps,
+                           "series": series, "alert_ids": [
+                               a.get("id") for m in metrics for a in alerts_by.get((m, "0"), [])]})
     drift = {}
     for name in DRIFT_METRICS:
         for det, per in scores.get((name, "0"), {}).items() if name in infer else ():
             if det in ("nonfinite", "spikerate"):
                 continue
-            vals = [_num(per.get(s)) for s in steps]
-            drift[f"{name} {det}"] = [None if v is None else max(-DRIFT_CAP, min(DRIFT_CAP, v))
-                                      for v in vals]
+            drift[f"{name} {det}"] = [_unit_score(det, per.get(s)) for s in steps]
     idx = _decimate(len(steps))
-    out["drift"] = {"steps": [steps[i] for i in idx],
-                    "series": {k: [v[i] for i in idx] for k, v in drift.items()}}
-    out["alert_ids"] = [a.get("id") for n in infer for a in alerts_by.get((n, "0"), [])]
-    return out
+    return {"panels": panels, "groups": groups,
+            "drift": {"steps": [steps[i] for i in idx],
+                      "series": {k: [v[i] for i in idx] for k, v in drift.items()}}}
 
 
 _LOWER_IS_BETTER = ("loss", "perplexity", "error")
 _HIGHER_IS_BETTER = ("acc", "f1", "auc", "bleu")
 
 
-def _summary(series, metrics, alerts, all_steps, t0, t1) -> dict:
+def _summary(series, metrics, alerts, all_steps, t0, t1, bad_steps) -> dict:
     rows = []
     for (name, rank), s in sorted(series.items(), key=lambda x: (_panel_order(x[0][0]),
                                                                    _rank_key(x[0][1]))):
@@ -609,6 +753,9 @@ def _summary(series, metrics, alerts, all_steps, t0, t1) -> dict:
         row = {"metric": name, "rank": rank, "kind": s["kind"],
                "final": _num(s["values"][-1]), "final_step": s["steps"][-1],
                "best": None, "best_step": None, "goal": None}
+        bad = bad_steps.get((name, rank))
+        if bad and bad[-1] > (s["steps"][-1] or 0):  # the last value logged is not finite
+            row["final"], row["final_step"] = _nonfinite_value(alerts, name, rank), bad[-1]
         if lower or any(w in name for w in _HIGHER_IS_BETTER):  # no "best" lr or norm
             fv = vals[fin]
             best_i = int(np.argmin(fv) if lower else np.argmax(fv))
@@ -626,6 +773,14 @@ def _summary(series, metrics, alerts, all_steps, t0, t1) -> dict:
             "duration_s": (t1 - t0) if t0 is not None else None, "metrics": rows,
             "alerts": dict(sev), "nonfinite_events": sum(
                 1 for p in metrics if p["fields"].get("nonfinite"))}
+
+
+def _nonfinite_value(alerts, metric: str, rank: str) -> str:
+    """How the page writes a non-finite final value: "NaN", "+inf" or "-inf" as the
+    metric's last non-finite alert recorded it ("NaN" when none did)."""
+    v = next((str(a.get("value")) for a in reversed(alerts) if a.get("detector") == "nonfinite"
+              and a.get("metric") == metric and str(a.get("rank", "0")) == rank), "nan")
+    return {"inf": "+inf", "-inf": "-inf"}.get(v.lower(), "NaN")
 
 
 def _collapse_ranks(rows: list[dict]) -> list[dict]:

@@ -1,9 +1,11 @@
 """The live dashboard's HTTP side: one page, its static assets, and a small JSON API.
 
-    GET /                 the page (lists runs; one run's charts; polls the API every 2 s)
+    GET /                 the page (lists runs; one run's charts; polls the API)
     GET /static/<file>    app.js, app.css, vendored uPlot (MIT, with its LICENSE)
-    GET /api/runs         runs with status, last step, open alerts
-    GET /api/run/<run>    one run's panels (see telltale.ui.data.build_view)
+    GET /api/runs         runs, worst health first: status, last step, incidents
+    GET /api/runs?only=alerts   alert records per run (the page polls it every 0.5 s; a
+                          new record refreshes the run and the list at once)
+    GET /api/run/<run>    one run's panels (see telltale.ui.data.build_view); ?k= band width
 
 :class:`Dashboard` answers requests independently of the web framework, so the same
 answers are served by ``telltale ui`` (aiohttp) and by the Faust worker's web server.
@@ -26,7 +28,7 @@ import mimetypes
 import threading
 from importlib import resources
 
-from telltale.ui.data import DataError
+from telltale.ui.data import DataError, parse_k
 
 STATIC = resources.files("telltale.ui") / "static"
 _TYPES = {".js": "application/javascript", ".css": "text/css", ".html": "text/html",
@@ -64,8 +66,10 @@ class Dashboard:
             return 404, "text/plain", f"no static file {name!r}".encode()
         return 200, _ctype(name), body
 
-    def runs(self) -> tuple[int, str, bytes]:
+    def runs(self, only: str | None = None) -> tuple[int, str, bytes]:
         try:
+            if only == "alerts":  # the page's fast poll: alert records per run
+                return self._json({"alerts": self.source.alert_counts()})
             doc = {"source": self.source.describe(), "runs": self.source.runs()}
         except DataError as exc:
             return self._json({"error": str(exc)}, 503)
@@ -73,11 +77,9 @@ class Dashboard:
 
     def run(self, run: str, k: str | None = None) -> tuple[int, str, bytes]:
         try:
-            kk = float(k) if k else 3.0
-            if not 0 < kk <= 20:
-                raise ValueError
-        except ValueError:
-            return self._json({"error": f"k must be a number in (0, 20], got {k!r}"}, 400)
+            kk = parse_k(k)
+        except ValueError as exc:
+            return self._json({"error": str(exc)}, 400)
         try:
             view = self.source.run_view(run, k=kk)
         except DataError as exc:
@@ -224,7 +226,7 @@ def make_app(dash: Dashboard, guard: Guard | None = None):
 
     @routes.get("/api/runs")
     async def runs(request):
-        return await in_thread(dash.runs)
+        return await in_thread(dash.runs, request.query.get("only"))
 
     @routes.get("/api/run/{run}")
     async def run(request):
