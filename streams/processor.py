@@ -8,6 +8,7 @@ they were batched.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from math import isfinite
 
@@ -274,7 +275,10 @@ class RunProcessor:
                 {"run": a["run"], "metric": a["metric"], "rank": a["rank"],
                  "detector": a["detector"], "severity": a["severity"], "state": a["state"]},
                 {"id": a["id"], "step": a["step"], "score": float(a["score"]),
-                 "message": a["message"], "explanation": a["explanation"]},
+                 "message": a["message"], "explanation": a["explanation"],
+                 "cause": a["cause"], "action": a["action"], "first_step": a["first_step"],
+                 "last_step": a["last_step"], "contributors": json.dumps(a["contributors"]),
+                 "resolved_because": a["stats"].get("resolved_because", "")},
                 to_ns(a["ts"])))
 
     @staticmethod

@@ -17,7 +17,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -279,9 +278,16 @@ def _alert_from_point(p: dict) -> dict:
          "rank": t.get("rank", "0"), "detector": t.get("detector"),
          "severity": t.get("severity"), "step": f.get("step"), "score": f.get("score"),
          "message": f.get("message", ""), "ts": p["time"] / 1e9}
-    for key in ("state", "explanation", "cause", "action"):
+    for key in ("state", "explanation", "cause", "action", "first_step", "last_step"):
         if key in f or key in t:
             a[key] = f.get(key, t.get(key))
+    if f.get("contributors"):
+        try:
+            a["contributors"] = json.loads(f["contributors"])
+        except ValueError:
+            pass
+    if f.get("resolved_because"):
+        a["stats"] = {"resolved_because": f["resolved_because"]}
     return a
 
 
@@ -633,21 +639,22 @@ def _training_panel(name, ranks, series, bands, scores, alerts_by, k, bad_steps)
     sc = {}
     for det, per in scores.get((name, focus), {}).items():
         if det != "nonfinite":  # 0 or 1: shaded as non-finite stretches instead
-            sc[det] = [_unit_score(det, per.get(x)) for x in xs]
+            sc[det] = [_unit_score(name, det, per.get(x)) for x in xs]
     return {"metric": name, "kind": fs["kind"], "focus_rank": focus, "steps": xs,
             "lines": lines, "band": {"mean": mean, "lo": lo, "hi": hi} if band else None,
             "scores": sc, "alert_ids": [a.get("id") for a in alerts],
             "nonfinite": stretches}
 
 
-def _unit_score(detector: str, v) -> float | None:
-    """A detector's raw score on the alerts' 0..1 scale (1 = most anomalous)."""
+def _unit_score(metric: str, detector: str, v) -> float | None:
+    """A detector's raw score on the alerts' 0..1 scale (1 = most anomalous), by the
+    detector's own ``unit_score`` (the default configuration's parameters)."""
     v = _num(v)
     if v is None:
         return None
-    from telltale.streams.explain import calibrate
+    from telltale.detectors.pipelines import default_pipelines
 
-    return calibrate(SimpleNamespace(detector=detector, score=v))
+    return default_pipelines().semantics(metric, detector).unit_score(v)
 
 
 def _heatmap(family: str, layers: dict) -> dict:
@@ -727,7 +734,7 @@ def _inference(infer: dict, scores: dict, alerts_by) -> dict:
         for det, per in scores.get((name, "0"), {}).items() if name in infer else ():
             if det in ("nonfinite", "spikerate"):
                 continue
-            drift[f"{name} {det}"] = [_unit_score(det, per.get(s)) for s in steps]
+            drift[f"{name} {det}"] = [_unit_score(name, det, per.get(s)) for s in steps]
     idx = _decimate(len(steps))
     return {"panels": panels, "groups": groups,
             "drift": {"steps": [steps[i] for i in idx],
