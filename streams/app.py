@@ -279,7 +279,8 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
     partitioner = DefaultPartitioner()  # the producers': run key -> partition
     all_parts = list(range(cfg.partitions))
     sink = AsyncInfluxSink(cfg) if cfg.influx_url else None
-    buffer = DurablePointBuffer(os.path.join(cfg.data_dir, "influx-spill"))
+    buffer = DurablePointBuffer(os.path.join(cfg.data_dir, "influx-spill"),
+                                max_spill_bytes=cfg.spill_max_bytes)
     ck = Checkpointer(run_state, buffer, sink, app.producer)
     seen_runs: OrderedDict[str, int] = OrderedDict()  # run -> events processed (ops, tests)
 
@@ -288,6 +289,15 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         ck.sends.append(await deadletter_topic.send(key=key,
                                                     value=dumps(rejected.to_dict()).encode()))
 
+    async def influx_refused(lines: list[str], message: str) -> None:
+        """Points InfluxDB refused: to the dead-letter topic with its message, before the
+        checkpoint that wrote the rest acknowledges their input."""
+        reason = f"InfluxDB refused this point: {message}"
+        futs = [await deadletter_topic.send(value=dumps(Rejected(reason, line).to_dict())
+                                            .encode()) for line in lines]
+        await asyncio.gather(*futs)
+
+    buffer.on_refused = influx_refused
     pending = _Pending()
 
     @app.agent(metrics_topic)
@@ -528,10 +538,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                "cached_runs": len(ck.cache),
                "table_runs": len(run_state) - ck.markers, **ck.counts,
                "input_age_mean_s": ck.age_sum / max(1, ck.counts["messages"]),
-               "influx": {"written": buffer.written, "spilled": buffer.spilled,
-                          "pending": len(buffer) + ck.committing,
-                          "spill_files": len(buffer.spill_files()),
-                          "last_error": buffer.last_error}}
+               "influx": {**buffer.status(), "pending": len(buffer) + ck.committing}}
         with open(path + ".tmp", "w") as f:
             json.dump(doc, f)
         os.replace(path + ".tmp", path)
