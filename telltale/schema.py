@@ -77,6 +77,7 @@ class Rejected:
 
     reason: str
     raw: object
+    run: str | None = None  # the run it came from, when that is known
 
     def to_dict(self) -> dict:
         raw = self.raw
@@ -86,7 +87,10 @@ class Rejected:
             raw = dumps(raw)
         if len(raw) > 65536:
             raw = raw[:65536] + "...[truncated]"
-        return {"schema": SCHEMA, "reason": self.reason, "raw": raw}
+        d = {"schema": SCHEMA, "reason": self.reason, "raw": raw}
+        if self.run is not None:
+            d["run"] = self.run
+        return d
 
 
 class SchemaError(ValueError):
@@ -239,10 +243,11 @@ def decode_message(raw: bytes | str) -> tuple[list[Event], list[Rejected]]:
         try:
             ev = parse_event(d, run)
         except SchemaError as exc:
-            rejected.append(Rejected(str(exc), d))
+            rejected.append(Rejected(str(exc), d, run))
             continue
         if ev.run != run:
-            rejected.append(Rejected(f"event run {ev.run!r} differs from batch run {run!r}", d))
+            rejected.append(Rejected(f"event run {ev.run!r} differs from batch run {run!r}", d,
+                                     run))
             continue
         events.append(ev)
     return events, rejected
