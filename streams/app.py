@@ -263,6 +263,14 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         # must not wait for un-acked messages (it would wait for the agent it stopped);
         # they are simply processed again by the next owner
         stream_wait_empty=False,
+        # failover: a worker that dies without leaving (kill -9, a lost host) holds its
+        # partitions until its session times out (Faust's default: 60 s; the broker's
+        # floor: 6 s). Heartbeats every session/8. Standby replicas (1, Faust's default)
+        # keep a copy of the run-state table on another worker, so a new owner does not
+        # read the whole changelog.
+        broker_session_timeout=cfg.session_timeout,
+        broker_heartbeat_interval=max(0.5, cfg.session_timeout / 8),
+        table_standby_replicas=1,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
            "value_serializer": "raw"}
