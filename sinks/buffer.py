@@ -29,7 +29,7 @@ from telltale.sinks.influx import PointsRefused, block_lines, to_line
 
 log = logging.getLogger("telltale.worker")
 
-REQUEST_LINES = 5000  # lines per write request
+REQUEST_LINES = 10_000  # lines per write request (as the sink's batch)
 SPILL_ALARM = 0.5  # status alarm past this share of max_spill_bytes
 
 

@@ -227,3 +227,46 @@ def test_hostile_names_numbers_and_times_through_the_real_services(kafka_config,
              what="the written count growing")
     st = w.status()["influx"]
     assert st["spilled"] == 0 and st["spill_files"] == 0 and st["alarm"] is None
+
+
+def test_points_influxdb_refuses_are_dead_lettered_not_spilled(kafka_config, start_worker):
+    """Before: a 400 from InfluxDB was taken for an outage: every point spilled, the spill
+    re-sent on each flush and refused again, `written` stuck at 0."""
+    import urllib.request
+
+    cfg = kafka_config
+    w = start_worker(cfg)
+    w.wait_ready()
+    t0 = time.time() - 3600
+    # `conflict` is a string field in this shard: InfluxDB refuses it as a float
+    body = f'metrics,run=earlier conflict="text" {int(t0 * 1e9)}'.encode()
+    urllib.request.urlopen(urllib.request.Request(
+        f"{cfg.influx_url}/write?db={cfg.influx_db}", data=body, method="POST"), timeout=10)
+    dead = TopicReader(cfg, cfg.deadletter_topic)
+    prod = KafkaProducer(bootstrap_servers=cfg.kafka, linger_ms=5)
+    for i in range(3):
+        prod.send(cfg.metrics_topic, key=b"mixed", value=encode_batch("mixed", [
+            {"step": i * 10 + s, "ts": t0 + i * 10 + s,
+             "metrics": {"loss": 1.0, **({"conflict": 1.0} if s == 5 else {})}}
+            for s in range(10)]))
+    for r in range(3):
+        prod.send(cfg.metrics_topic, key=b"after-%d" % r, value=encode_batch(f"after-{r}", [
+            {"step": s, "ts": t0 + s, "metrics": {"loss": 1.0}} for s in range(1, 201)]))
+    prod.flush()
+    prod.close()
+    for r in range(3):
+        wait_for(lambda r=r: _influx_count(cfg, f"after-{r}") == 200, timeout=60,
+                 what=f"run after-{r} complete in InfluxDB")
+    wait_for(lambda: _influx_count(cfg, "mixed") == 27, timeout=30,
+             what="the accepted points of the mixed run")
+    refused = wait_for(lambda: [r for r in dead.values() if "InfluxDB refused" in r["reason"]]
+                       if len(dead.values()) >= 3 else None, timeout=30,
+                       what="the refused points dead-lettered")
+    dead.close()
+    assert len(refused) == 3
+    assert all("field type conflict" in r["reason"] and "conflict=1.0" in r["raw"]
+               for r in refused)
+    st = wait_for(lambda: (s := w.status()["influx"])["refused"] == 3 and s, timeout=10,
+                  what="the refused count in worker-status.json")
+    assert st["spilled"] == 0 and st["spill_files"] == 0 and st["written"] > 600
+    assert "field type conflict" in st["last_refusal"]
