@@ -185,6 +185,7 @@ def main(argv=None) -> int:
             t_kill = time.time()
             victim.proc.wait(10)
             if args.mode == "restart":
+                (victim.dir / "worker-status.json").unlink(missing_ok=True)  # the dead one's
                 workers.append(Worker(cfg, victim.dir.name))  # same data dir
             first = None
             t_owned = None

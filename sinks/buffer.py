@@ -19,6 +19,7 @@ batch written twice after a crash (or while it is split) leaves no duplicates.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -166,8 +167,8 @@ class DurablePointBuffer:
     async def _drain_spill(self, write) -> bool:
         for path in self.spill_files():
             try:
-                lines = path.read_text().splitlines()
-            except OSError as exc:
+                lines = _read_spill(path)
+            except (OSError, ValueError) as exc:
                 self._failed(exc)
                 return False
             try:  # refused lines go to on_refused: never retried
@@ -191,7 +192,9 @@ class DurablePointBuffer:
         if path is None:
             self._seq += 1
             path = self.dir / f"spill-{self._seq:016d}.lp"
-        data = ("\n".join(lines) + "\n").encode()
+        # one JSON string per line: a string field may hold a newline, and a line that
+        # is not valid UTF-8 must still reach InfluxDB's refusal (then the dead letters)
+        data = ("\n".join(map(json.dumps, lines)) + "\n").encode()
         with open(path, "ab") as f:
             f.write(data)
             f.flush()
@@ -204,3 +207,9 @@ class DurablePointBuffer:
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _read_spill(path: Path) -> list[str]:
+    """A spill file's lines (JSON strings; raw line protocol from earlier versions)."""
+    return [json.loads(x) if x.startswith('"') else x
+            for x in path.read_text().split("\n") if x]

@@ -374,7 +374,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                 log.exception("processing failed")
                 for event, _ in items:
                     await dead_letter(event.key, Rejected(f"processing error: {exc!r}",
-                                                          event.value))
+                                                          event.value, run))
         ck.unacked.extend(event for event, _ in batch)
 
     async def handle_run(run: str, items: list) -> None:
@@ -384,7 +384,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
             await dead_letter(key, Rejected(
                 f"this worker already holds {cfg.max_active_runs} active runs "
                 f"(TELLTALE_MAX_ACTIVE_RUNS); run {run!r} not started",
-                {"run": run, "events": sum(len(evs) for _, evs in items)}))
+                {"run": run, "events": sum(len(evs) for _, evs in items)}, run))
             return
         ent = ck.state_for(run, items[0][0].message.partition, processor.new_state)
         state = ent["state"]

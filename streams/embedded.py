@@ -108,7 +108,7 @@ class EmbeddedPipeline:
                     out.rejected.append(Rejected(
                         f"processing error: {exc!r}; these {len(evs)} events of run "
                         f"{run!r} were not processed", {"run": run, "events": [
-                            e.to_dict() for e in evs]}))
+                            e.to_dict() for e in evs]}, run))
                     continue
                 if state["ended"]:  # a run that ended releases its state (bounded memory)
                     del self.states[run]

@@ -170,7 +170,7 @@ def test_outage_spills_bounded_with_an_alarm_and_replay_drops_refused(kafka_conf
 
     down = replace(cfg, influx_url="http://127.0.0.1:9")  # nothing listens: an outage
     refused = []
-    buf = DurablePointBuffer(tmp_path / "spill", max_spill_bytes=2000,
+    buf = DurablePointBuffer(tmp_path / "spill",
                              on_refused=lambda ls, msg: refused.extend(ls))
     batch1 = [lp.line("m2", {"run": "s"}, {"v": float(i)}, i) for i in range(1, 101)]
     batch1[50] = 'm2,run=s time=1 999'  # refused once InfluxDB answers
@@ -183,6 +183,7 @@ def test_outage_spills_bounded_with_an_alarm_and_replay_drops_refused(kafka_conf
             await sink.close()
     assert asyncio.run(flush(down, batch1)) is False
     assert buf.spilled == 100 and buf.spill_bytes() > 1800 and not refused
+    buf.max_spill_bytes = buf.spill_bytes() + 100  # one more batch fits
     st = buf.status()
     assert st["alarm"] and "spill" in st["alarm"] and not st["backpressure"]
     assert asyncio.run(flush(down, batch1[:10])) is False  # past the bound: now full
@@ -248,3 +249,31 @@ def test_schema_refuses_times_and_steps_out_of_influxdbs_range_and_deep_json():
          "tags": {"host": ""}},
         {"step": 2, "ts": 4102444800.0, "metrics": {"😀": -1e308}}]))
     assert not rejected and len(events) == 2 and events[0].tags == {}
+
+
+def test_the_spill_keeps_any_line_as_it_was(kafka_config, tmp_path):
+    """A string field with a newline or a line that is not valid UTF-8 goes through the
+    spill unchanged; InfluxDB then stores the first and refuses the second."""
+    from dataclasses import replace
+
+    cfg = kafka_config
+    _db(cfg)
+    lines = [lp.line("m3", {"run": "n"}, {"s": "two\nlines\r\u2028"}, 1),
+             lp.line("m3", {"run": "u"}, {"s": "bad \ud800"}, 2),
+             lp.line("m3", {"run": "ok"}, {"s": "fine"}, 3)]
+    refused = []
+    buf = DurablePointBuffer(tmp_path / "spill", on_refused=lambda ls, m: refused.append(m))
+
+    async def flush(target, batch):
+        sink = AsyncInfluxSink(target)
+        try:
+            return await buf.flush_lines(batch, sink.write_lines)
+        finally:
+            await sink.close()
+    assert asyncio.run(flush(replace(cfg, influx_url="http://127.0.0.1:9"), lines)) is False
+    assert buf.spilled == 3
+    assert asyncio.run(flush(cfg, [])) is True
+    assert len(refused) == 1 and "not valid UTF-8" in refused[0]
+    rows = influxql(cfg, "SELECT s FROM m3 GROUP BY run")
+    assert {s["tags"]["run"]: s["values"][0][1] for s in rows} == {"n": "two\nlines\r\u2028",
+                                                                   "ok": "fine"}
