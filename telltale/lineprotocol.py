@@ -125,19 +125,26 @@ class Encoder:
         return ek
 
     def point(self, p: Point) -> str:
+        prefix = self._prefixes.get((p.measurement, *p.tags.items()))
+        if prefix is None:
+            prefix = self.prefix(p.measurement, p.tags)
+        keys = self._keys
         parts = []
         for k, v in p.fields.items():
+            ek = keys.get(k)
+            if ek is None:
+                ek = self.field_key(k)
             t = type(v)
             if t is float:
                 if v - v == 0.0:  # finite
-                    parts.append(f"{self.field_key(k)}={v!r}")
+                    parts.append(f"{ek}={v!r}")
             elif t is int:
-                parts.append(f"{self.field_key(k)}={v}i")
+                parts.append(f"{ek}={v}i")
             else:
                 fv = field_value(v)
                 if fv is not None:
-                    parts.append(f"{self.field_key(k)}={fv}")
-        return f"{self.prefix(p.measurement, p.tags)}{','.join(parts)} {p.time_ns}"
+                    parts.append(f"{ek}={fv}")
+        return f"{prefix}{','.join(parts)} {p.time_ns}"
 
     def block(self, b: PointBlock) -> list[str]:
         """The lines of a block's points (non-finite values left out), as :meth:`point`."""
