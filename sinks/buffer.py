@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ log = logging.getLogger("telltale.worker")
 
 REQUEST_LINES = 10_000  # lines per write request (as the sink's batch)
 SPILL_ALARM = 0.5  # status alarm past this share of max_spill_bytes
+_DROPPED = re.compile(r"dropped=(\d+)")  # a partial write: how many points InfluxDB dropped
 
 
 class Backpressure(RuntimeError):
@@ -153,12 +155,13 @@ class DurablePointBuffer:
 
     async def _bisect(self, lines: list[str], write, refused: list) -> None:
         """Write ``lines``; split a refused write in halves until each refused line is
-        found (log2(n) requests per refused line)."""
+        found (log2(n) requests per refused line; none when InfluxDB says it dropped them all)."""
         try:
             await write(lines)
         except PointsRefused as exc:
-            if len(lines) == 1:
-                refused.append((lines[0], exc.message))
+            dropped = _DROPPED.search(exc.message)
+            if len(lines) == 1 or (dropped and int(dropped.group(1)) >= len(lines)):
+                refused.extend((line, exc.message) for line in lines)  # all of them
                 return
             mid = len(lines) // 2
             await self._bisect(lines[:mid], write, refused)

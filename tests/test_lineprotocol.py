@@ -162,6 +162,24 @@ def test_refused_points_are_split_out_with_influxdbs_message_the_rest_written(ka
     rows = influxql(cfg, "SELECT count(v) FROM m WHERE run = 'g'")
     assert rows[0]["values"][0][1] == len(good)
 
+    # every point refused (a type conflict on each): no split, one request
+    conflict = [lp.line("m", {"run": "c"}, {"v": f"s{i}"}, i) for i in range(1, 1001)]
+    requests = []
+
+    async def all_refused():
+        sink = AsyncInfluxSink(cfg)
+
+        async def write(lines):
+            requests.append(len(lines))
+            await sink.write_lines(lines)
+        try:
+            return await buf.flush_lines(conflict, write)
+        finally:
+            await sink.close()
+    refused.clear()
+    assert asyncio.run(all_refused()) is True
+    assert requests == [1000] and len(refused[0][0]) == 1000 and buf.refused == 1003
+
 
 def test_outage_spills_bounded_with_an_alarm_and_replay_drops_refused(kafka_config, tmp_path):
     cfg = kafka_config
