@@ -6,92 +6,44 @@ Measurements (see README "Data in InfluxDB"): ``metrics``, ``window_stats``, ``s
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.error
 import urllib.parse
 import urllib.request
-from math import isfinite
 
 from telltale.config import Config
-from telltale.records import Point, PointBlock
+from telltale.lineprotocol import Encoder
+from telltale.records import Point
 
 log = logging.getLogger(__name__)
 
 
-def _esc_key(s: str) -> str:
-    return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+_encoder = Encoder()
+to_line = _encoder.point  # Line protocol for one point (telltale/lineprotocol.py)
+block_lines = _encoder.block  # the lines of a block's points, the same as ``to_line``'s
+
+# InfluxDB answers these when it refuses the data itself (a line it cannot parse, a field
+# type conflict, a partial write, a body too large): writing it again cannot help.
+# Anything else (401/403/404: credentials or database; 429, 5xx; no answer) is an outage.
+REFUSED_STATUS = frozenset({400, 413, 422})
 
 
-def _field(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return f"{v}i"
-    if isinstance(v, float):
-        return repr(v)
-    s = str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{s}"'
+class PointsRefused(Exception):
+    """InfluxDB refused (some of) the points of a write, with its message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"InfluxDB refused the write ({status}): {message}")
+        self.status, self.message = status, message
 
 
-def _to_line_slow(p: Point) -> str:
-    tags = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(p.tags.items()) if v != "")
-    fields = ",".join(f"{_esc_key(k)}={_field(v)}" for k, v in p.fields.items())
-    return f"{_esc_key(p.measurement)}{tags} {fields} {p.time_ns}"
-
-
-# Escaped series prefixes and field keys repeat for every point of a series: cache them
-# (bounded; cleared when full) so a line costs one dict lookup plus its fields.
-_CACHE_MAX = 100_000
-_prefixes: dict[tuple, str] = {}
-_keys: dict[str, str] = {}
-
-
-def _prefix(measurement: str, tags: dict) -> str:
-    ck = (measurement, *tags.items())
-    prefix = _prefixes.get(ck)
-    if prefix is None:
-        if len(_prefixes) >= _CACHE_MAX:
-            _prefixes.clear()
-        tt = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(tags.items()) if v != "")
-        prefix = _prefixes[ck] = f"{_esc_key(measurement)}{tt} "
-    return prefix
-
-
-def block_lines(b: PointBlock) -> list[str]:
-    """Line protocol for a block of points, the same lines as ``to_line`` of its points."""
-    prefix = _prefix(b.measurement, b.tags)
-    keys = [_esc_key(n) for n in b.names]
-    full = prefix + "".join(f"{k}=%r," for k in keys) + "step=%di %d"  # no value left out
-    out = []
-    for vals, step, t in zip(zip(*b.columns, strict=True), b.steps, b.times_ns, strict=True):
-        if all(map(isfinite, vals)):
-            out.append(full % (*vals, step, t))
-            continue
-        parts = [f"{k}={v!r}" for k, v in zip(keys, vals, strict=True) if isfinite(v)]
-        parts.append(f"step={step}i")
-        out.append(f"{prefix}{','.join(parts)} {t}")
-    return out
-
-
-def to_line(p: Point) -> str:
-    """Line protocol for one point (tags sorted, as InfluxDB prefers)."""
-    prefix = _prefix(p.measurement, p.tags)
-    parts = []
-    keys = _keys
-    for k, v in p.fields.items():
-        ek = keys.get(k)
-        if ek is None:
-            if len(keys) >= _CACHE_MAX:
-                keys.clear()
-            ek = keys[k] = _esc_key(k)
-        t = type(v)
-        if t is float:
-            parts.append(f"{ek}={v!r}")
-        elif t is int:
-            parts.append(f"{ek}={v}i")
-        else:
-            parts.append(f"{ek}={_field(v)}")
-    return f"{prefix}{','.join(parts)} {p.time_ns}"
+def _influx_message(body) -> str:
+    if isinstance(body, bytes | bytearray):
+        body = body.decode("utf-8", "replace")
+    try:
+        return json.loads(body)["error"]
+    except (ValueError, TypeError, KeyError):
+        return str(body or "").strip()[:2000]
 
 
 def ensure_database(cfg: Config) -> None:
@@ -160,13 +112,23 @@ class AsyncInfluxSink:
         await self.write_lines([to_line(p) for p in points])
 
     async def write_lines(self, lines: list[str]) -> None:
-        """Write line-protocol lines in batches; raises when InfluxDB does not take them."""
+        """Write lines in requests of ``batch``; raises :class:`PointsRefused` when InfluxDB
+        refuses the data (the request's other lines may be written), anything else when
+        InfluxDB does not answer or fails."""
+        from influxdb_client.rest import ApiException
+
         if self.client is None:
             await self.start()
         for i in range(0, len(lines), self.batch):
-            # one string per request: a list is serialised by the client element by element
-            await self.write_api.write(bucket=self.cfg.influx_bucket,
-                                       record="\n".join(lines[i:i + self.batch]))
+            try:  # one string per request: a list is serialised by the client line by line
+                await self.write_api.write(bucket=self.cfg.influx_bucket,
+                                           record="\n".join(lines[i:i + self.batch]))
+            except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 for it
+                raise PointsRefused(400, f"not valid UTF-8 ({exc.reason})") from None
+            except ApiException as exc:
+                if exc.status in REFUSED_STATUS:
+                    raise PointsRefused(exc.status, _influx_message(exc.body)) from None
+                raise
         self.written += len(lines)
 
     async def close(self) -> None:

@@ -264,6 +264,14 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         # must not wait for un-acked messages (it would wait for the agent it stopped);
         # they are simply processed again by the next owner
         stream_wait_empty=False,
+        # failover: a worker that dies without leaving (kill -9, a lost host) holds its
+        # partitions until its session times out (Faust's default: 60 s; the broker's
+        # floor: 6 s). Heartbeats every session/8. Standby replicas (1, Faust's default)
+        # keep a copy of the run-state table on another worker, so a new owner does not
+        # read the whole changelog.
+        broker_session_timeout=cfg.session_timeout,
+        broker_heartbeat_interval=max(0.5, cfg.session_timeout / 8),
+        table_standby_replicas=1,
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
            "value_serializer": "raw"}
@@ -280,7 +288,8 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
     partitioner = DefaultPartitioner()  # the producers': run key -> partition
     all_parts = list(range(cfg.partitions))
     sink = AsyncInfluxSink(cfg) if cfg.influx_url else None
-    buffer = DurablePointBuffer(os.path.join(cfg.data_dir, "influx-spill"))
+    buffer = DurablePointBuffer(os.path.join(cfg.data_dir, "influx-spill"),
+                                max_spill_bytes=cfg.spill_max_bytes)
     ck = Checkpointer(run_state, buffer, sink, app.producer)
     seen_runs: OrderedDict[str, int] = OrderedDict()  # run -> events processed (ops, tests)
 
@@ -289,6 +298,15 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         ck.sends.append(await deadletter_topic.send(key=key,
                                                     value=dumps(rejected.to_dict()).encode()))
 
+    async def influx_refused(lines: list[str], message: str) -> None:
+        """Points InfluxDB refused: to the dead-letter topic with its message, before the
+        checkpoint that wrote the rest acknowledges their input."""
+        reason = f"InfluxDB refused this point: {message}"
+        futs = [await deadletter_topic.send(value=dumps(Rejected(reason, line).to_dict())
+                                            .encode()) for line in lines]
+        await asyncio.gather(*futs)
+
+    buffer.on_refused = influx_refused
     pending = _Pending()
 
     @app.agent(metrics_topic)
@@ -357,7 +375,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                 log.exception("processing failed")
                 for event, _ in items:
                     await dead_letter(event.key, Rejected(f"processing error: {exc!r}",
-                                                          event.value))
+                                                          event.value, run))
         ck.unacked.extend(event for event, _ in batch)
 
     async def handle_run(run: str, items: list) -> None:
@@ -367,7 +385,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
             await dead_letter(key, Rejected(
                 f"this worker already holds {cfg.max_active_runs} active runs "
                 f"(TELLTALE_MAX_ACTIVE_RUNS); run {run!r} not started",
-                {"run": run, "events": sum(len(evs) for _, evs in items)}))
+                {"run": run, "events": sum(len(evs) for _, evs in items)}, run))
             return
         ent = ck.state_for(run, items[0][0].message.partition, processor.new_state)
         state = ent["state"]
@@ -529,10 +547,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                "cached_runs": len(ck.cache),
                "table_runs": len(run_state) - ck.markers, **ck.counts,
                "input_age_mean_s": ck.age_sum / max(1, ck.counts["messages"]),
-               "influx": {"written": buffer.written, "spilled": buffer.spilled,
-                          "pending": len(buffer) + ck.committing,
-                          "spill_files": len(buffer.spill_files()),
-                          "last_error": buffer.last_error}}
+               "influx": {**buffer.status(), "pending": len(buffer) + ck.committing}}
         with open(path + ".tmp", "w") as f:
             json.dump(doc, f)
         os.replace(path + ".tmp", path)

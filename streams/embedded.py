@@ -7,6 +7,7 @@ Kafka); a consumer thread decodes them with the worker's own decoder and runs th
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -14,9 +15,10 @@ from collections import Counter
 from collections.abc import Callable
 
 from telltale.config import Config
-from telltale.schema import decode_message
+from telltale.schema import Rejected, decode_message
 from telltale.streams.processor import Output, RunProcessor
 
+log = logging.getLogger(__name__)
 _STOP = object()
 FLUSH_EVERY = 0.5  # seconds: the store is flushed at least this often, and on every alert
 
@@ -61,6 +63,9 @@ class EmbeddedPipeline:
                 if item is _STOP:
                     return
                 self.handle(*item)
+            except Exception:  # a sink or callback failed: log it, the pipeline goes on
+                self.counts["errors"] += 1
+                log.exception("embedded pipeline: handling a message failed")
             finally:
                 self._bus.task_done()
 
@@ -98,7 +103,16 @@ class EmbeddedPipeline:
                 state = self.states.get(run)
                 if state is None:
                     state = self.states[run] = self.processor.new_state(run)
-                out.extend(self.processor.process(state, evs))
+                try:
+                    out.extend(self.processor.process(state, evs))
+                except Exception as exc:  # dead-letter the batch, go on with the rest
+                    self.counts["errors"] += 1
+                    log.exception("embedded pipeline: processing run %r failed", run)
+                    out.rejected.append(Rejected(
+                        f"processing error: {exc!r}; these {len(evs)} events of run "
+                        f"{run!r} were not processed", {"run": run, "events": [
+                            e.to_dict() for e in evs]}, run))
+                    continue
                 if state["ended"]:  # a run that ended releases its state (bounded memory)
                     del self.states[run]
             self.counts["events"] += len(events)

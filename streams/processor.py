@@ -8,7 +8,9 @@ they were batched.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from math import isfinite
 
@@ -22,7 +24,10 @@ from telltale.records import Point, PointBlock, to_ns
 from telltale.schema import Event, Rejected
 from telltale.streams.lifecycle import AlertPolicy, AlertTracker
 
-STATE_VERSION = 1
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1  # layout of a run's state; a state of another version starts cold
+OWN_KEYS = ("offsets", "seen_at")  # the worker's keys in a run's state: always kept
 EXTRA_TAGS = ("host", "model", "node")  # event tags copied onto points (bounded set)
 
 
@@ -76,12 +81,78 @@ class RunProcessor:
                         if ws.spec.by == "step" and ws.spec.tumbling]
         self.alerts = AlertTracker(policy, step_windows[0] if step_windows else None,
                                    pipelines)
+        # what a state's parts are keyed by: window labels, detector and rule names
+        spec = [[ws.spec.label for ws in self.windows], pipelines.rule_specs,
+                pipelines.run_rule_specs]
+        self.layout = hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()
+                                   ).hexdigest()[:12]
+        self._adopt_logged: set[str] = set()
 
     def new_state(self, run: str) -> dict:
-        return {"v": STATE_VERSION, "run": run, "series": {}, "events": 0, "ended": False}
+        return {"v": STATE_VERSION, "layout": self.layout, "run": run, "series": {},
+                "events": 0, "ended": False}
+
+    def adopt(self, state: dict) -> None:
+        """Fit a stored state to this configuration, in place (a worker restarted with
+        other windows or pipelines, or a state from another version): the windows,
+        detectors and run rules still configured keep their state, new ones start cold,
+        the others are dropped and logged. A state of another version starts cold."""
+        if state.get("layout") == self.layout:
+            return
+        run = state.get("run", "?")
+        if state.get("v") != STATE_VERSION:
+            own = {k: state[k] for k in OWN_KEYS if k in state}
+            old_v = state.get("v")
+            state.clear()
+            state.update(self.new_state(run), **own)
+            self._log_adopted(f"state version {old_v!r}, this worker reads {STATE_VERSION}: "
+                              "the run starts cold", run)
+            return
+        labels = [ws.spec.label for ws in self.windows]
+        dropped: dict[str, set] = {"windows": set(), "detectors": set(), "run rules": set()}
+        added: dict[str, set] = {"windows": set(), "detectors": set(), "run rules": set()}
+        for key, ser in state["series"].items():
+            w = ser["w"]
+            for label in [x for x in w if x not in labels]:
+                del w[label]
+                dropped["windows"].add(label)
+            for ws in self.windows:
+                if ws.spec.label not in w:
+                    w[ws.spec.label] = ws.new_state()
+                    added["windows"].add(ws.spec.label)
+            d = ser["d"]
+            dets = self.pipelines.for_metric(key.rsplit("|", 1)[0])
+            names = {det.name for det in dets}
+            for name in [x for x in d if x not in names]:
+                del d[name]
+                dropped["detectors"].add(name)
+            for det in dets:
+                if det.name not in d:
+                    d[det.name] = det.new_state()
+                    added["detectors"].add(det.name)
+        rules = {r.name for r in self.rules}
+        rstate = state.get("rules", {})
+        for name in [x for x in rstate if x not in rules]:
+            del rstate[name]
+            dropped["run rules"].add(name)
+        state["layout"] = self.layout
+        what = "; ".join(f"{verb} {k} {sorted(v)}" for verb, parts in
+                         (("dropped", dropped), ("started cold", added))
+                         for k, v in parts.items() if v)
+        if what:
+            self._log_adopted(f"state from another configuration (TELLTALE_WINDOWS or "
+                              f"the pipelines changed): {what}; the rest is kept", run)
+
+    def _log_adopted(self, msg: str, run: str) -> None:
+        """Once per kind of change (not once per run), at warning level."""
+        if msg not in self._adopt_logged and len(self._adopt_logged) < 100:
+            self._adopt_logged.add(msg)
+            log.warning("run %r (and others like it): %s", run, msg)
 
     def process(self, state: dict, events: list[Event]) -> Output:
         """Process one run's events in order; mutates ``state``."""
+        if state.get("layout") != self.layout:
+            self.adopt(state)
         out = Output()
         chunk: list[Event] = []
         for ev in events:
@@ -103,6 +174,8 @@ class RunProcessor:
     def flush(self, state: dict, reason: str = "run ended") -> Output:
         """Close every open window and resolve every open alert of the run (run ended,
         or end of an offline file)."""
+        if state.get("layout") != self.layout:
+            self.adopt(state)
         out = Output()
         for key, ser in state["series"].items():
             for ws in self.windows:

@@ -58,6 +58,8 @@ class Config:
     max_series_per_run: int = 2000  # metric × rank series one run may have
     max_active_runs: int = 50_000  # runs with state one worker holds (un-ended)
     run_idle_ttl: float = 86_400.0  # a run without events this long (s) is ended
+    spill_max_bytes: int = 1 << 30  # InfluxDB-down spill on disk; past it input waits
+    session_timeout: float = 8.0  # s: a worker silent this long (kill -9) loses its partitions
     log_level: str = "warning"
     # Kafka security, passed through to kafka-python (see kafka_options()); secrets not in repr
     kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
@@ -119,6 +121,8 @@ class Config:
             max_series_per_run=int(g("TELLTALE_MAX_SERIES_PER_RUN", cls.max_series_per_run)),
             max_active_runs=int(g("TELLTALE_MAX_ACTIVE_RUNS", cls.max_active_runs)),
             run_idle_ttl=float(g("TELLTALE_RUN_IDLE_TTL", cls.run_idle_ttl)),
+            spill_max_bytes=int(g("TELLTALE_SPILL_MAX_BYTES", cls.spill_max_bytes)),
+            session_timeout=float(g("TELLTALE_SESSION_TIMEOUT", cls.session_timeout)),
             log_level=g("TELLTALE_LOG_LEVEL", cls.log_level),
             kafka_security_protocol=(g("TELLTALE_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").upper(),
             kafka_sasl_mechanism=(g("TELLTALE_KAFKA_SASL_MECHANISM") or "").upper() or None,

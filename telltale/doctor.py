@@ -184,6 +184,10 @@ def check_worker(data_dir: str) -> Check:
     if age > STATUS_STALE_S:
         return Check("worker", "fail", f"worker status is {age:.0f} s old: the worker (pid "
                      f"{doc.get('pid')}) is not running", facts)
+    if influx.get("alarm"):  # the spill is filling up (or full: input waits)
+        return Check("worker", "fail" if influx.get("backpressure") else "warn",
+                     f"worker running (partitions {doc.get('assigned')}), but InfluxDB "
+                     f"writes are behind: {influx['alarm']}", facts)
     if influx.get("spill_files") or influx.get("last_error"):
         return Check("worker", "warn", f"worker running (partitions {doc.get('assigned')}), "
                      f"but InfluxDB writes are behind: {influx.get('pending', 0)} pending, "

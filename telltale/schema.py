@@ -9,13 +9,23 @@ A Kafka message (or an embedded bus item) carries one *batch* of one run's event
 A bare event (``{"run": ..., "step": ..., "metrics": {...}}``, the format of the
 trainfaults files) is accepted as a batch of one. Non-finite metric values are written
 as the bare JSON tokens ``NaN`` / ``Infinity`` (Python's ``json`` default).
+
+Names are decided here, so that whatever is accepted can be stored in InfluxDB exactly as
+sent: a run id, metric name or tag name is a non-empty string of at most 128 characters
+(a tag value: 256; an empty tag value means no tag) with no control character, no
+backslash and no lone surrogate (telltale/lineprotocol.py says why); any other Unicode,
+spaces, commas, ``=`` and quotes are fine. Metric names ``time``, ``step`` and
+``nonfinite`` and the tag name ``time`` are reserved. ``step`` is below 2**63 and ``ts``
+between 1677 and 2262 (InfluxDB's time range). Anything else is rejected with its reason
+(the worker puts it on the dead-letter topic).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
+
+from telltale.lineprotocol import MAX_TIME_NS, MIN_TIME_NS, RESERVED_KEYS, name_problem
 
 SCHEMA = "telltale/1"
 SUPPORTED_SCHEMAS = frozenset({SCHEMA})
@@ -27,6 +37,15 @@ MAX_METRICS_PER_EVENT = 256
 MAX_TAGS_PER_EVENT = 16
 MAX_NAME_LEN = 128
 MAX_TAG_VALUE_LEN = 256
+MAX_STEP = 2**63 - 1  # InfluxDB stores the step as a 64-bit integer
+# InfluxDB stores times from 1677-09-21 to 2262-04-11 (int64 ns)
+MIN_TS, MAX_TS = MIN_TIME_NS / 1e9 + 1, MAX_TIME_NS / 1e9 - 1
+RESERVED_METRICS = {  # metric names that cannot be a field of the `metrics` measurement
+    "time": "InfluxDB refuses a field named time",
+    "step": "the step of every point is stored under it",
+    "nonfinite": "the count of a point's non-finite values is stored under it",
+}
+RESERVED_TAGS = frozenset(RESERVED_KEYS)
 
 
 @dataclass(slots=True)
@@ -58,6 +77,7 @@ class Rejected:
 
     reason: str
     raw: object
+    run: str | None = None  # the run it came from, when that is known
 
     def to_dict(self) -> dict:
         raw = self.raw
@@ -67,7 +87,10 @@ class Rejected:
             raw = dumps(raw)
         if len(raw) > 65536:
             raw = raw[:65536] + "...[truncated]"
-        return {"schema": SCHEMA, "reason": self.reason, "raw": raw}
+        d = {"schema": SCHEMA, "reason": self.reason, "raw": raw}
+        if self.run is not None:
+            d["run"] = self.run
+        return d
 
 
 class SchemaError(ValueError):
@@ -84,11 +107,24 @@ def encode_batch(run: str, events: list[dict]) -> bytes:
     return dumps({"schema": SCHEMA, "run": run, "events": events}).encode()
 
 
-def _name(value, what: str) -> str:
+def _name(value, what: str, max_len: int = MAX_NAME_LEN) -> str:
+    """A name InfluxDB stores exactly as given (see :func:`name_problem`), else SchemaError."""
     if not isinstance(value, str) or not value:
-        raise SchemaError(f"{what} must be a non-empty string, got {type(value).__name__}")
-    if len(value) > MAX_NAME_LEN:
-        raise SchemaError(f"{what} is {len(value)} characters long (max {MAX_NAME_LEN})")
+        raise SchemaError(f"{what} must be a non-empty string, got "
+                          f"{type(value).__name__ if value != '' else 'an empty string'}")
+    if len(value) > max_len:
+        raise SchemaError(f"{what} is {len(value)} characters long (max {max_len})")
+    problem = name_problem(value)
+    if problem:
+        raise SchemaError(f"{what} {value[:80]!r} {problem}")
+    return value
+
+
+def _metric_name(value) -> str:
+    _name(value, "metric name")
+    if value in RESERVED_METRICS:
+        raise SchemaError(f"metric name {value!r} is reserved ({RESERVED_METRICS[value]}); "
+                          "log it under another name")
     return value
 
 
@@ -101,9 +137,10 @@ def parse_event(d, run: str | None = None) -> Event:
         # the producer's usual event: step, ts, kind?, metrics of floats with known names
         step, ts, metrics = d.get("step"), d.get("ts"), d.get("metrics")
         kind = d.get("kind", "train")
-        if type(step) is int and step >= 0 and type(ts) is float and type(metrics) is dict \
+        if type(step) is int and 0 <= step <= MAX_STEP and type(ts) is float \
+                and MIN_TS <= ts <= MAX_TS and type(metrics) is dict \
                 and kind in KINDS and kind != "end" and 0 < len(metrics) <= MAX_METRICS_PER_EVENT \
-                and len(d) == 3 + ("kind" in d) and ts - ts == 0.0:
+                and len(d) == 3 + ("kind" in d):
             good = _GOOD_NAMES
             for k, v in metrics.items():
                 if type(v) is not float or k not in good:
@@ -118,11 +155,14 @@ def _parse_event(d, run: str | None) -> Event:
         raise SchemaError(f"event must be an object, got {type(d).__name__}")
     run = _name(d.get("run", run), "run")
     step = d.get("step")
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise SchemaError(f"step must be a non-negative integer, got {step!r}")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+        raise SchemaError(f"step must be a non-negative integer below 2**63, got "
+                          f"{str(step)[:40]}")
     ts = d.get("ts")
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-        raise SchemaError(f"ts must be a finite number of Unix seconds, got {ts!r}")
+    if isinstance(ts, bool) or not isinstance(ts, int | float) \
+            or not MIN_TS <= ts <= MAX_TS:  # also NaN and infinities
+        raise SchemaError(f"ts must be a finite number of Unix seconds between 1677 and "
+                          f"2262 (what InfluxDB stores), got {str(ts)[:40]}")
     kind = d.get("kind", "train")
     if kind not in KINDS:
         raise SchemaError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
@@ -134,13 +174,16 @@ def _parse_event(d, run: str | None) -> Event:
     out: dict[str, float] = {}
     for k, v in metrics.items():
         if k not in _GOOD_NAMES:  # names repeat in every event: validate each once
-            _name(k, "metric name")
+            _metric_name(k)
             if len(_GOOD_NAMES) < 10_000:
                 _GOOD_NAMES.add(k)
         if type(v) is not float:
             if isinstance(v, bool) or not isinstance(v, int | float):
                 raise SchemaError(f"metric {k!r} must be a number, got {type(v).__name__}")
-            v = float(v)
+            try:
+                v = float(v)
+            except OverflowError:  # an integer past the float range
+                raise SchemaError(f"metric {k!r} is an integer too large for a float") from None
         out[k] = v
     tags = d.get("tags") or {}
     if not isinstance(tags, dict) or len(tags) > MAX_TAGS_PER_EVENT:
@@ -148,11 +191,17 @@ def _parse_event(d, run: str | None) -> Event:
     stags: dict[str, str] = {}
     for k, v in tags.items():
         _name(k, "tag name")
+        if k in RESERVED_TAGS:
+            raise SchemaError(f"tag name {k!r} is reserved (InfluxDB refuses it)")
         if isinstance(v, bool) or not isinstance(v, str | int):
             raise SchemaError(f"tag {k!r} must be a string or integer, got {type(v).__name__}")
         v = str(v)
-        if len(v) > MAX_TAG_VALUE_LEN:
-            raise SchemaError(f"tag {k!r} value is too long (max {MAX_TAG_VALUE_LEN})")
+        if v == "":
+            continue  # an empty tag value is no tag (as in InfluxDB)
+        _name(v, f"tag {k!r} value", MAX_TAG_VALUE_LEN)
+        if k == "rank" and "|" in v:
+            raise SchemaError(f"tag 'rank' value {v[:80]!r} contains '|' (it separates a "
+                              "series' metric from its rank)")
         stags[k] = v
     if kind != "end" and not out:
         raise SchemaError("event has no metrics")
@@ -166,7 +215,7 @@ def decode_message(raw: bytes | str) -> tuple[list[Event], list[Rejected]]:
         return [], [Rejected(f"message is {size} bytes (max {MAX_MESSAGE_BYTES})", raw[:4096])]
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return [], [Rejected(f"not valid JSON: {exc}", raw)]
     if not isinstance(doc, dict):
         return [], [Rejected(f"message must be a JSON object, got {type(doc).__name__}", raw)]
@@ -194,10 +243,11 @@ def decode_message(raw: bytes | str) -> tuple[list[Event], list[Rejected]]:
         try:
             ev = parse_event(d, run)
         except SchemaError as exc:
-            rejected.append(Rejected(str(exc), d))
+            rejected.append(Rejected(str(exc), d, run))
             continue
         if ev.run != run:
-            rejected.append(Rejected(f"event run {ev.run!r} differs from batch run {run!r}", d))
+            rejected.append(Rejected(f"event run {ev.run!r} differs from batch run {run!r}", d,
+                                     run))
             continue
         events.append(ev)
     return events, rejected

@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from conftest import wait_for
+from conftest import influxql, wait_for
 from kafka import KafkaProducer
 from test_kafka_pipeline import TopicReader, _influx_count
 
@@ -113,3 +113,161 @@ def test_fuzzed_and_hostile_input_is_dead_lettered_and_memory_stays_bounded(kafk
           f"{grown:.0f} MB after the first 1000 hostile runs; cached runs "
           f"{st['cached_runs']}, messages {st['messages']}")
     assert grown < 300
+
+
+def _q(s: str) -> str:
+    """An InfluxQL string literal (accepted names have no backslash)."""
+    return "'" + s.replace("'", "\\'") + "'"
+
+
+def _series(cfg, run: str) -> list[dict]:
+    """The run's raw points: [{time, field...}] (epoch ns)."""
+    rows = influxql(cfg, f'SELECT * FROM "metrics" WHERE "run" = {_q(run)}')
+    return [{c: v for c, v in zip(s["columns"], row, strict=True) if v is not None}
+            for s in rows for row in s["values"]]
+
+
+# text -> (why it is refused as a metric name, why as a tag value); None: stored exactly
+HOSTILE_NAMES = {
+    "a\nb": ("control character", "control character"),
+    "a\rb": ("control character", "control character"),
+    "a\tb": ("control character", "control character"),
+    "a\\b": ("backslash", "backslash"), "a\ud800b": ("surrogate", "surrogate"),
+    "": ("non-empty", None),  # an empty tag value is no tag
+    "time": ("reserved", None), "x" * 200: ("characters long", None),
+    "a b": (None, None), "a,b": (None, None), "a=b": (None, None), 'a"b': (None, None),
+    "λ😀ü": (None, None), "'quoted'": (None, None),
+}
+
+
+def test_hostile_names_numbers_and_times_through_the_real_services(kafka_config, start_worker):
+    """Every hostile input is stored exactly or dead-lettered with its reason; the worker
+    stays up, clean runs sent after each are complete in InfluxDB, nothing is spilled."""
+    cfg = kafka_config
+    w = start_worker(cfg)
+    w.wait_ready()
+    dead = TopicReader(cfg, cfg.deadletter_topic)
+    prod = KafkaProducer(bootstrap_servers=cfg.kafka, max_request_size=4 << 20, linger_ms=5)
+    t0 = time.time() - 3600
+    good_runs = []
+
+    def send(run: str, events: list[dict]) -> None:
+        prod.send(cfg.metrics_topic, key=run.encode("utf-8", "surrogatepass"),
+                  value=encode_batch(run, events))
+
+    def send_good() -> None:  # a clean run after each hostile input: it must be complete
+        run = f"good-{len(good_runs)}"
+        good_runs.append(run)
+        send(run, [{"step": s, "ts": t0 + s, "metrics": {"loss": 1.0 + 0.01 * (s % 7)}}
+                   for s in range(1, 101)])
+
+    for i, name in enumerate(HOSTILE_NAMES):
+        send(f"metric-{i}", [{"step": 1, "ts": t0, "metrics": {name: 1.0, "ok": 2.0}}])
+        send(f"tag-{i}", [{"step": 1, "ts": t0, "metrics": {"ok": 2.0}, "tags": {"host": name}}])
+        send(f"rank-{i}", [{"step": 1, "ts": t0, "metrics": {"ok": 2.0}, "tags": {"rank": name}}])
+        send(f"run {name}", [{"step": 1, "ts": t0, "metrics": {"ok": 2.0}}])
+        send_good()
+    limits = [1e308, -1e308, 5e-324, -0.0]
+    send("limits", [{"step": s + 1, "ts": t0 + s, "metrics": {"v": v}}
+                    for s, v in enumerate(limits)])
+    send("times", [{"step": 1, "ts": 0.0, "metrics": {"v": 1.0}},  # 1970
+                   {"step": 2, "ts": 4102444800.0, "metrics": {"v": 2.0}},  # 2100
+                   {"step": 3, "ts": 1e10, "metrics": {"v": 3.0}}])  # 2286: refused
+    send_good()
+    send("steps", [{"step": s, "ts": t0 + i, "metrics": {"v": float(i)}}  # dup, backwards
+                   for i, s in enumerate([5, 5, 6, 3, 2, 7])])
+    send("r" * 1024, [{"step": 1, "ts": t0, "metrics": {"v": 1.0}}])
+    send("wide", [{"step": 1, "ts": t0, "metrics": {f"m{j}": 1.0 for j in range(10_000)}}])
+    send_good()
+    prod.flush()
+    for run in good_runs:
+        wait_for(lambda run=run: _influx_count(cfg, run) == 100, timeout=60,
+                 what=f"every point of {run} in InfluxDB")
+    wait_for(lambda: len(_series(cfg, "steps")) == 6, timeout=30, what="the steps run")
+    time.sleep(1.5)
+    written = w.status()["influx"]["written"]
+    send_good()
+    prod.flush()
+    prod.close()
+    wait_for(lambda: _influx_count(cfg, good_runs[-1]) == 100, timeout=60, what="last good run")
+    dead.close()
+    reasons: dict = {}  # run -> reasons
+    for r in dead.values():
+        reasons.setdefault(r.get("run"), []).append(r["reason"])
+    assert all(r for rs in reasons.values() for r in rs)
+    for i, (name, (as_metric, as_tag)) in enumerate(HOSTILE_NAMES.items()):
+        if as_metric:
+            assert any(as_metric in r for r in reasons[f"metric-{i}"]), (name, reasons)
+        else:  # stored exactly as sent
+            assert f"metric-{i}" not in reasons
+            assert _series(cfg, f"metric-{i}")[0][name] == 1.0
+        for slot in ("tag", "rank"):
+            if as_tag:
+                assert any(as_tag in r for r in reasons[f"{slot}-{i}"]), (name, reasons)
+            else:
+                assert f"{slot}-{i}" not in reasons
+        if name and not as_tag:
+            tags = influxql(cfg, f'SHOW TAG VALUES FROM "metrics" WITH KEY = "host" '
+                                 f'WHERE "run" = {_q(f"tag-{i}")}')
+            assert tags[0]["values"] == [["host", name]]
+        run = f"run {name}"
+        if not as_tag and len(run) <= 128:
+            assert _series(cfg, run)[0]["ok"] == 2.0
+        else:  # the whole message is refused: its run id is not one
+            why = (f"run {run[:80]!r} ", as_tag) if as_tag else (f"run is {len(run)} ", "")
+            assert any(why[0] in r and why[1] in r for r in reasons[None]), (why, reasons)
+    assert [p["v"] for p in _series(cfg, "limits")] == limits  # -0.0 == 0.0
+    times = _series(cfg, "times")
+    assert [p["time"] for p in times] == [0, 4102444800 * 10**9]
+    assert any("between 1677 and 2262" in r for r in reasons["times"])
+    assert [p["step"] for p in _series(cfg, "steps")] == [5, 5, 6, 3, 2, 7]  # in time order
+    assert any("1024 characters long" in r for r in reasons[None])
+    assert any("10000 metrics in one event" in r for r in reasons["wide"])
+    assert w.alive()
+    wait_for(lambda: w.status()["influx"]["written"] > written, timeout=10,
+             what="the written count growing")
+    st = w.status()["influx"]
+    assert st["spilled"] == 0 and st["spill_files"] == 0 and st["alarm"] is None
+
+
+def test_points_influxdb_refuses_are_dead_lettered_not_spilled(kafka_config, start_worker):
+    """Before: a 400 from InfluxDB was taken for an outage: every point spilled, the spill
+    re-sent on each flush and refused again, `written` stuck at 0."""
+    import urllib.request
+
+    cfg = kafka_config
+    w = start_worker(cfg)
+    w.wait_ready()
+    t0 = time.time() - 3600
+    # `conflict` is a string field in this shard: InfluxDB refuses it as a float
+    body = f'metrics,run=earlier conflict="text" {int(t0 * 1e9)}'.encode()
+    urllib.request.urlopen(urllib.request.Request(
+        f"{cfg.influx_url}/write?db={cfg.influx_db}", data=body, method="POST"), timeout=10)
+    dead = TopicReader(cfg, cfg.deadletter_topic)
+    prod = KafkaProducer(bootstrap_servers=cfg.kafka, linger_ms=5)
+    for i in range(3):
+        prod.send(cfg.metrics_topic, key=b"mixed", value=encode_batch("mixed", [
+            {"step": i * 10 + s, "ts": t0 + i * 10 + s,
+             "metrics": {"loss": 1.0, **({"conflict": 1.0} if s == 5 else {})}}
+            for s in range(10)]))
+    for r in range(3):
+        prod.send(cfg.metrics_topic, key=b"after-%d" % r, value=encode_batch(f"after-{r}", [
+            {"step": s, "ts": t0 + s, "metrics": {"loss": 1.0}} for s in range(1, 201)]))
+    prod.flush()
+    prod.close()
+    for r in range(3):
+        wait_for(lambda r=r: _influx_count(cfg, f"after-{r}") == 200, timeout=60,
+                 what=f"run after-{r} complete in InfluxDB")
+    wait_for(lambda: _influx_count(cfg, "mixed") == 27, timeout=30,
+             what="the accepted points of the mixed run")
+    refused = wait_for(lambda: [r for r in dead.values() if "InfluxDB refused" in r["reason"]]
+                       if len(dead.values()) >= 3 else None, timeout=30,
+                       what="the refused points dead-lettered")
+    dead.close()
+    assert len(refused) == 3
+    assert all("field type conflict" in r["reason"] and "conflict=1.0" in r["raw"]
+               for r in refused)
+    st = wait_for(lambda: (s := w.status()["influx"])["refused"] == 3 and s, timeout=10,
+                  what="the refused count in worker-status.json")
+    assert st["spilled"] == 0 and st["spill_files"] == 0 and st["written"] > 600
+    assert "field type conflict" in st["last_refusal"]

@@ -185,3 +185,56 @@ def test_a_nan_incident_is_named_after_the_first_metric_in_stream_order():
         out = proc.process(state, evs[:split]).alerts + proc.process(state, evs[split:]).alerts
         firing.append([(a["metric"], a["step"]) for a in out if a["state"] == "firing"])
     assert firing == [[("loss", 50)]] * 3
+
+
+def test_a_restart_with_changed_windows_and_pipelines_keeps_what_still_applies(caplog):
+    """Before: a new window or detector raised KeyError on the stored state."""
+    from telltale.detectors.pipelines import Pipelines
+
+    sim = DEMO_RUNS[1]
+    events = demo_events(sim)
+    half = len(events) // 2
+    old = RunProcessor(Config(windows=("step:100", "step:50")),
+                       Pipelines([("*loss*", [("nonfinite", {}), ("zscore", {})]),
+                                  ("*", [("nonfinite", {})])]))
+    new_pipes = [("*loss*", [("nonfinite", {}), ("divergence", {})]), ("*", [("nonfinite", {})])]
+    new = RunProcessor(Config(windows=("step:100", "step:20")), Pipelines(new_pipes))
+    state = old.new_state(sim.run)
+    old.process(state, events[:half])
+    state = json.loads(json.dumps(state))  # what the table stores
+    with caplog.at_level("WARNING"):
+        out = new.process(state, events[half:])
+        out.extend(new.flush(state))
+    msg = caplog.text
+    assert "dropped windows ['step:50']" in msg and "dropped detectors ['zscore']" in msg
+    assert "started cold windows ['step:20']" in msg and "detectors ['divergence']" in msg
+    assert msg.count("another configuration") == 1  # once, not once per series
+
+    def windows(points, label):
+        return sorted((p.tags["metric"], p.fields["first_step"], p.fields["count"],
+                       round(p.fields["mean"], 9)) for p in points
+                      if p.measurement == "window_stats" and p.tags["window"] == label)
+    # the kept window went on with its history: its second half is what one processor
+    # over all events gives; the new one saw only the events after the restart
+    ref_all = RunProcessor(Config(windows=("step:100",)), Pipelines(new_pipes))
+    st = ref_all.new_state(sim.run)
+    ref = ref_all.process(st, events).points + ref_all.flush(st).points
+    first_new = events[half].step
+    assert windows(out.points, "step:100") == [w for w in windows(ref, "step:100")
+                                               if w[1] + 100 > first_new]
+    ref_new = RunProcessor(Config(windows=("step:20",)), Pipelines(new_pipes))
+    st = ref_new.new_state(sim.run)
+    cold = ref_new.process(st, events[half:]).points + ref_new.flush(st).points
+    assert windows(out.points, "step:20") == windows(cold, "step:20")
+    assert all(set(s["d"]) == {"nonfinite", "divergence"} for k, s in state["series"].items()
+               if "loss" in k)
+
+
+def test_a_state_of_another_version_starts_cold_and_keeps_the_workers_offsets(caplog):
+    proc = RunProcessor(Config())
+    state = {"v": 99, "run": "r", "series": {"x|0": {"strange": 1}}, "offsets": {"0": 41},
+             "seen_at": 5.0}
+    with caplog.at_level("WARNING"):
+        proc.process(state, [Event("r", 1, 1.0, "train", {"loss": 1.0})])
+    assert "state version 99" in caplog.text
+    assert state["offsets"] == {"0": 41} and state["v"] == 1 and "x|0" not in state["series"]
