@@ -13,6 +13,7 @@ import logging
 import re
 import socket
 import ssl
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,15 +35,26 @@ class KafkaLogCapture(logging.Handler):
     def emit(self, record):
         self.lines.append(record.getMessage())
 
+    _lock = threading.Lock()
+    _active = 0  # captures open at once (threads): the last one out restores propagation
+    _saved = True
+
     def __enter__(self):
         self.logger = logging.getLogger("kafka")
-        self.propagate, self.logger.propagate = self.logger.propagate, False
+        with KafkaLogCapture._lock:
+            if KafkaLogCapture._active == 0:
+                KafkaLogCapture._saved = self.logger.propagate
+                self.logger.propagate = False
+            KafkaLogCapture._active += 1
         self.logger.addHandler(self)
         return self
 
     def __exit__(self, *exc):
         self.logger.removeHandler(self)
-        self.logger.propagate = self.propagate
+        with KafkaLogCapture._lock:
+            KafkaLogCapture._active -= 1
+            if KafkaLogCapture._active == 0:
+                self.logger.propagate = KafkaLogCapture._saved
 
 
 def speaks_tls(bootstrap: str, timeout: float = 3.0) -> bool:

@@ -238,3 +238,22 @@ def test_urls_are_shown_as_scheme_and_host_only():
     with pytest.raises(ConfigError) as err:
         WebhookHandler("ops", "ftp://ops.example/hook/SECRET")
     assert "SECRET" not in str(err.value)
+
+
+def test_overlapping_kafka_log_captures_leave_kafka_logs_propagating():
+    import logging
+    import threading
+
+    from telltale.access import KafkaLogCapture
+
+    kafka = logging.getLogger("kafka")
+    assert kafka.propagate
+    a, b = KafkaLogCapture(), KafkaLogCapture()
+    a.__enter__()
+    t = threading.Thread(target=b.__enter__)
+    t.start()
+    t.join()
+    a.__exit__(None, None, None)  # the first one out, while the other is still open
+    assert not kafka.propagate
+    b.__exit__(None, None, None)
+    assert kafka.propagate  # was left False for good before

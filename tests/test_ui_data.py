@@ -136,9 +136,10 @@ def test_an_incident_with_a_lifecycle_is_one_marker_at_its_first_step():
     [one] = incidents(life)
     assert (one["step"], one["last_step"], one["state"]) == (200, 210, "resolved")
     v = build_view("r4", mem.points["r4"], life)
-    # what happened (the latest firing/updated record), how it ended, one marker at step 200
+    # what happened (its firing record: the severity never rose), how it ended, one marker
+    # at step 200
     assert [(a["step"], a["explanation"], a["state"]) for a in v["alerts"]] == [
-        (200, "still high", "resolved")]
+        (200, "loss jumped", "resolved")]
     assert open_alerts(life) == []
 
 

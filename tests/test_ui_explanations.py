@@ -140,10 +140,21 @@ def joint_events():  # three metrics that move together, once
         for k in ("a_x", "b_y", "c_z")}} for s in range(1, 801)]
 
 
+def weights_events():  # the weight norm drops 20% in one step, the update was 1%
+    out, pn = [], 10.0
+    for s in range(1, 401):
+        pn *= 1 + 0.005 * rng.random() if s != 300 else 0.8
+        out.append({"step": s, "ts": 1000.0 + s, "kind": "train",
+                    "metrics": {"param_norm": pn, "update_ratio": 0.01}})
+    return out
+
+
 # run-level rules -> (events, what the data did)
 RULE_CASES = {"straggler": (straggler_events(), "up"),
               "overfit": (overfit_events(), None),  # val up while train falls: both said
-              "mvknn": (joint_events(), None)}
+              "mvknn": (joint_events(), None),
+              "mvocsvm": (joint_events(), None),
+              "weights": (weights_events(), "down")}
 
 
 def run_events(events, pipelines: Pipelines) -> list[dict]:

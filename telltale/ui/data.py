@@ -328,7 +328,9 @@ def _ended_unrecovered(rec: dict) -> bool:
 
 def incidents(alerts: list[dict]) -> list[dict]:
     """One record per incident (alert id), placed at its first step: what happened comes
-    from its latest firing/updated record, its state from its latest record.
+    from its firing record, or from the first record that raised its severity (related
+    findings join an incident as updates; its contributors list them), its state from its
+    latest record.
 
     ``status`` is the one open/resolved answer used by the list, the run and the API:
     "open" unless the incident went back to normal ("resolved"); an incident closed only
@@ -339,12 +341,15 @@ def incidents(alerts: list[dict]) -> list[dict]:
     first: dict = {}
     last: dict = {}
     active: dict = {}
+    rank = {"info": 0, "warning": 1, "critical": 2}
     for a in alerts:
         key = a.get("id") or id(a)
         first.setdefault(key, a)
         last[key] = a
         if a.get("state") != "resolved":
-            active[key] = a
+            head = active.get(key)
+            if head is None or rank.get(a.get("severity"), 0) > rank.get(head.get("severity"), 0):
+                active[key] = a
     out = []
     for key, a in last.items():
         f = first[key]
@@ -352,7 +357,8 @@ def incidents(alerts: list[dict]) -> list[dict]:
         rec = {**base, "state": a.get("state", base.get("state")),
                "step": a.get("first_step", f.get("step")),
                "last_step": a.get("last_step", a.get("step")),
-               "message": base.get("message", ""), "records": 0}
+               "message": base.get("message", ""), "records": 0,
+               "contributors": a.get("contributors") or base.get("contributors") or []}
         rec["ended"] = a.get("state") == "resolved" and _ended_unrecovered(a)
         rec["status"] = "resolved" if a.get("state") == "resolved" and not rec["ended"] \
             else "open"
@@ -467,12 +473,14 @@ def build_view(run: str, pts: dict[str, list[dict]], alerts: list[dict], k: floa
             s["steps"].append(f.get("step"))
             s["values"].append(v)
             s["ts"].append(p["time"] / 1e9)
+    records = alerts
     alerts = sorted(incidents(alerts), key=lambda a: (a.get("step") or 0, a.get("metric") or ""))
     for a in alerts:
         a["explanation"] = explain(a)
     by_series_alerts = defaultdict(list)
     for a in alerts:
         by_series_alerts[(a.get("metric"), str(a.get("rank", "0")))].append(a)
+    markers = _member_markers(records, alerts, by_series_alerts)
 
     bands = _bands(pts.get("window_stats", []))
     scores = _scores(pts.get("scores", []))
@@ -522,6 +530,7 @@ def build_view(run: str, pts: dict[str, list[dict]], alerts: list[dict], k: floa
         "resources": [_resource_panel(name, lines) for name, lines in resources.items()],
         "inference": inference,
         "alerts": alerts,
+        "markers": markers,
     }
 
 
@@ -596,6 +605,31 @@ def _line(s: dict, rank: str) -> dict:
             "values": [_num(s["values"][i]) for i in idx]}
 
 
+def _member_markers(records: list[dict], incs: list[dict], by_series: dict) -> dict:
+    """Markers for the findings that joined an incident, on their own metric's panel at
+    their own step (the incident's own marker sits on its first finding's panel); keyed
+    ``id@metric@rank``, added to ``by_series`` and returned by key."""
+    head = {a.get("id"): a for a in incs}
+    out: dict[str, dict] = {}
+    for r in records:
+        inc = head.get(r.get("id"))
+        if inc is None or r.get("state") == "resolved":
+            continue
+        metric, rank = r.get("metric"), str(r.get("rank", "0"))
+        if (metric, rank) == (inc.get("metric"), str(inc.get("rank", "0"))):
+            continue
+        key = f"{r.get('id')}@{metric}@{rank}"
+        if key in out:
+            continue
+        m = {**inc, "key": key, "metric": metric, "rank": rank, "step": r.get("step"),
+             "message": r.get("message", ""), "detector": r.get("detector"),
+             "severity": r.get("severity", inc.get("severity")), "member": True}
+        m["explanation"] = explain({**r, "state": inc.get("state")})
+        out[key] = m
+        by_series[(metric, rank)].append(m)
+    return out
+
+
 def _training_panel(name, ranks, series, bands, scores, alerts_by, k, bad_steps) -> dict:
     focus = max(ranks, key=lambda r: (len(alerts_by.get((name, r), [])), r == "0"))
     fs = series[(name, focus)]
@@ -642,7 +676,7 @@ def _training_panel(name, ranks, series, bands, scores, alerts_by, k, bad_steps)
             sc[det] = [_unit_score(name, det, per.get(x)) for x in xs]
     return {"metric": name, "kind": fs["kind"], "focus_rank": focus, "steps": xs,
             "lines": lines, "band": {"mean": mean, "lo": lo, "hi": hi} if band else None,
-            "scores": sc, "alert_ids": [a.get("id") for a in alerts],
+            "scores": sc, "alert_ids": [a.get("key", a.get("id")) for a in alerts],
             "nonfinite": stretches}
 
 
@@ -728,7 +762,8 @@ def _inference(infer: dict, scores: dict, alerts_by) -> dict:
             groups[key] = metrics
             panels.append({"key": key, "title": title, "unit": unit, "steps": bucket_steps,
                            "series": series, "alert_ids": [
-                               a.get("id") for m in metrics for a in alerts_by.get((m, "0"), [])]})
+                               a.get("key", a.get("id")) for m in metrics
+                               for a in alerts_by.get((m, "0"), [])]})
     drift = {}
     for name in DRIFT_METRICS:
         for det, per in scores.get((name, "0"), {}).items() if name in infer else ():

@@ -161,7 +161,7 @@
         if (a.step == null) return;
         var x = u.valToPos(a.step, "x");
         if (!(x >= 0 && x <= over.clientWidth + 1)) return;
-        var key = a.id + "@" + a.metric;
+        var key = a.key || (a.id + "@" + a.metric);
         keep[key] = true;
         var m = over.querySelector('.alert-marker[data-key="' + CSS.escape(key) + '"]');
         if (!m) {
@@ -748,6 +748,8 @@
     lastView = view;
     alertsById = {};
     view.alerts.forEach(function (a) { alertsById[a.id] = a; });
+    // findings that joined an incident: a marker on their own panel, keyed id@metric@rank
+    Object.keys(view.markers || {}).forEach(function (k) { alertsById[k] = view.markers[k]; });
     document.title = view.run + " · " + view.health + (view.open_alerts ? " (" + view.open_alerts + " open)" : "") +
       " · Telltale" + (REPORT ? " report" : "");
     var head = document.getElementById("run-head");
