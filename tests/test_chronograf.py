@@ -145,8 +145,9 @@ def test_worker_serves_the_dashboard_from_influxdb(demo_in_influx, tmp_path):
     assert listed["demo-spike"]["open_alerts"] == 0
     view = json.loads(get("api/run/demo-spike")[2])
     loss = next(p for p in view["training"] if p["metric"] == "loss")
+    # the spike's incident, or the loss finding that joined it (a marker on its own panel)
     assert loss["band"] and any(a["step"] == 300 and a["metric"] == "loss"
-                                for a in view["alerts"])
+                                for a in [*view["alerts"], *view["markers"].values()])
     assert {h["family"] for h in view["internals"]} >= {"grad_norm", "act_mean"}
     try:
         urllib.request.urlopen(base + "api/run/no-such-run", timeout=30)
@@ -178,6 +179,7 @@ def test_worker_serves_the_dashboard_from_influxdb(demo_in_influx, tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     html = out.read_text()
-    spike = next(a for a in view["alerts"] if a["step"] == 300 and a["metric"] == "loss")
+    spike = next(a for a in [*view["alerts"], *view["markers"].values()]
+                 if a["step"] == 300 and a["metric"] == "loss")
     assert "TELLTALE_REPORT" in html and json.dumps(spike["message"])[1:-1] in html
     print(f"report from InfluxDB in {time.perf_counter() - t0:.1f} s")
