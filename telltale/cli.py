@@ -219,6 +219,22 @@ def _alert_filter(args):
     return keep
 
 
+def _broker_listening(bootstrap: str, timeout: float = 2.0) -> bool:
+    """True when some bootstrap address accepts a TCP connection (a killed broker does not;
+    the consumer itself may not notice before its idle timeout ends)."""
+    import socket
+
+    for addr in bootstrap.split(","):
+        host, _, port = addr.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)),
+                                          timeout=timeout):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 def cmd_alerts(args) -> int:
     import uuid
 
@@ -280,6 +296,8 @@ def cmd_alerts(args) -> int:
                     n += 1
                     if args.max and n >= args.max:
                         return 0
+                if not _broker_listening(cfg.kafka):  # quiet because the broker is gone
+                    raise KafkaError(f"nothing listens at {cfg.kafka}")
                 return 0  # --timeout: nothing new for that long
             except AuthorizationError as exc:
                 print(f"telltale alerts: Kafka user {cfg.kafka_sasl_username!r} may not read "
