@@ -259,18 +259,13 @@ class RunProcessor:
             seen[key] = (sb.steps, sb.ts, sb.values, scores, sb.seq + base)
         rstate = state.setdefault("rules", {})
         rule_scores: list[tuple] = []
-        last_seq: dict[int, int] = {}  # step -> the batch's last event at that step
-        if self.rules:
-            for sb in batch.values():
-                for st, q in zip(sb.steps.tolist(), sb.seq.tolist(), strict=True):
-                    if q > last_seq.get(st, -1):
-                        last_seq[st] = q
         for rule in self.rules:
             for rf in rule.update(rstate.setdefault(rule.name, rule.new_state()), batch,
                                   rule_scores):
                 kind = state["series"][f"{rf.metric}|{rf.rank}"]["kind"]
                 # a rule decides once the step's last value it needed is in: that event
-                seq = last_seq.get(rf.step, len(events) - 1)
+                seq = next((i for i in range(len(events) - 1, -1, -1)
+                            if events[i].step == rf.step), len(events) - 1)
                 candidates.append(Candidate(rf.metric, rf.rank, kind, rf.step, rf.ts, rf.value,
                                             rf.finding, seq))
         if rule_scores:
