@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 1  # layout of a run's state; a state of another version starts cold
 OWN_KEYS = ("offsets", "seen_at")  # the worker's keys in a run's state: always kept
 EXTRA_TAGS = ("host", "model", "node")  # event tags copied onto points (bounded set)
+SCORE_TRACE_EVERY = 10  # TELLTALE_SCORES=notable: every 10th value of a series is written
 
 
 @dataclass(slots=True)
@@ -75,6 +76,7 @@ class RunProcessor:
         self.pipelines = pipelines
         self.rules = pipelines.run_rules()
         self.max_series = config.max_series_per_run
+        self.scores = config.scores  # which scores become points: all | notable | none
         policy = (AlertPolicy.from_file(config.alert_policy_file)
                   if config.alert_policy_file else AlertPolicy())
         step_windows = [ws.spec.label for ws in self.windows
@@ -273,7 +275,7 @@ class RunProcessor:
                 seq = last_seq.get(rf.step, len(events) - 1)
                 candidates.append(Candidate(rf.metric, rf.rank, kind, rf.step, rf.ts, rf.value,
                                             rf.finding, seq))
-        if rule_scores:
+        if rule_scores and self.scores != "none":  # one row per step: kept when notable
             self._rule_score_points(run, rule_scores, out)
         if refused:
             state["refused_values"] = state.get("refused_values", 0) + sum(n for _, n in refused)
@@ -320,7 +322,9 @@ class RunProcessor:
             closed = ws.update(ser["w"][ws.spec.label], steps, ts, vals)
             out.points.extend(self._window_points(run, key, ser, closed))
         scores: dict[str, np.ndarray] = {}
-        for det in self.pipelines.for_metric(metric):
+        dets = self.pipelines.for_metric(metric)
+        found = len(candidates)
+        for det in dets:
             sc, findings = det.update(ser["d"][det.name], steps, vals)
             scores[det.name] = sc
             for f in findings:
@@ -328,9 +332,28 @@ class RunProcessor:
                 candidates.append(Candidate(metric, rank, ser["kind"], int(steps[i]),
                                             float(ts[i]), float(vals[i]), f,
                                             int(sb.seq[i])))
-        if scores:
-            self._score_points(run, metric, rank, ser["kind"], steps, ts, scores, out)
+        if scores and self.scores != "none":
+            rows = None
+            if self.scores == "notable":
+                rows = self._notable(ser, dets, vals, scores,
+                                     [c.finding.index for c in candidates[found:]])
+            self._score_points(run, metric, rank, ser["kind"], steps, ts, scores, out, rows)
         return scores
+
+    @staticmethod
+    def _notable(ser: dict, dets, vals: np.ndarray, scores: dict, found: list[int]
+                 ) -> np.ndarray:
+        """TELLTALE_SCORES=notable: the values whose scores are written: where a detector
+        finds the series abnormal (its warning level: ``abnormal()``) or has a finding, and
+        every SCORE_TRACE_EVERY-th value of the series (a trace; counted in its state, so
+        the same values however the events were batched)."""
+        n0 = ser.get("scored", 0)
+        ser["scored"] = n0 + len(vals)
+        rows = np.arange(n0, n0 + len(vals)) % SCORE_TRACE_EVERY == 0
+        for det in dets:
+            rows |= det.abnormal(vals, scores[det.name])
+        rows[found] = True
+        return rows
 
     def _emit_alerts(self, state: dict, candidates: list[Candidate], out: Output,
                      seen: dict | None = None) -> None:
@@ -355,10 +378,15 @@ class RunProcessor:
                 to_ns(a["ts"])))
 
     @staticmethod
-    def _score_points(run, metric, rank, kind, steps, ts, scores, out: Output) -> None:
+    def _score_points(run, metric, rank, kind, steps, ts, scores, out: Output,
+                      rows: np.ndarray | None = None) -> None:
+        """A block of the series' scores, a row per value (``rows``: only those) that has
+        a finite score."""
         names = list(scores)
         mat = np.vstack([scores[n] for n in names])
         keep = np.isfinite(mat).any(axis=0)
+        if rows is not None:
+            keep &= rows
         if not keep.all():
             if not keep.any():
                 return
