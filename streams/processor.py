@@ -30,6 +30,9 @@ STATE_VERSION = 1  # layout of a run's state; a state of another version starts 
 OWN_KEYS = ("offsets", "seen_at")  # the worker's keys in a run's state: always kept
 EXTRA_TAGS = ("host", "model", "node")  # event tags copied onto points (bounded set)
 SCORE_TRACE_EVERY = 10  # TELLTALE_SCORES=notable: every 10th value of a series is written
+# notable run-rule step scores (0..1, calibrated on their reference): past its 99th percentile,
+# the warning level of the univariate scikit-learn detectors (detectors/ml.py)
+NOTABLE_RULE_SCORE = 0.99
 
 
 @dataclass(slots=True)
@@ -275,7 +278,9 @@ class RunProcessor:
                 seq = last_seq.get(rf.step, len(events) - 1)
                 candidates.append(Candidate(rf.metric, rf.rank, kind, rf.step, rf.ts, rf.value,
                                             rf.finding, seq))
-        if rule_scores and self.scores != "none":  # one row per step: kept when notable
+        if rule_scores and self.scores == "notable":
+            rule_scores = self._notable_rule_rows(state, rule_scores)
+        if rule_scores and self.scores != "none":
             self._rule_score_points(run, rule_scores, out)
         if refused:
             state["refused_values"] = state.get("refused_values", 0) + sum(n for _, n in refused)
@@ -376,6 +381,25 @@ class RunProcessor:
                  "last_step": a["last_step"], "contributors": json.dumps(a["contributors"]),
                  "resolved_because": a["stats"].get("resolved_because", "")},
                 to_ns(a["ts"])))
+
+    @staticmethod
+    def _notable_rule_rows(state: dict, rows: list[tuple]) -> list[tuple]:
+        """TELLTALE_SCORES=notable for run rules' step scores: the steps where a rule scores
+        at or past NOTABLE_RULE_SCORE, and every SCORE_TRACE_EVERY-th step of each
+        (series, rank), counted in the run's state; a kept step keeps every rule's score."""
+        at: dict[tuple, dict[int, bool]] = {}  # (series, rank) -> {step: notable}
+        for series, rank, step, _ts, _name, score in rows:
+            d = at.setdefault((series, rank), {})
+            d[step] = d.get(step, False) or score >= NOTABLE_RULE_SCORE
+        counts = state.setdefault("scored_rules", {})
+        keep = set()
+        for (series, rank), d in at.items():
+            ck = f"{series}|{rank}"
+            n = counts.get(ck, 0)
+            counts[ck] = n + len(d)
+            keep.update((series, rank, st) for i, st in enumerate(sorted(d))
+                        if d[st] or (n + i) % SCORE_TRACE_EVERY == 0)
+        return [r for r in rows if r[:3] in keep]
 
     @staticmethod
     def _score_points(run, metric, rank, kind, steps, ts, scores, out: Output,

@@ -77,3 +77,20 @@ def test_notable_trace_is_every_nth_value_of_a_series_however_batched():
                   if dict(t)["metric"] == "loss")
     # the trace's gaps are at most SCORE_TRACE_EVERY steps (loss comes every step)
     assert loss and int(np.diff(loss).max()) <= SCORE_TRACE_EVERY
+
+
+def test_notable_thins_the_run_rules_step_scores_too():
+    """The multivariate step scores (one row per step) keep the high ones and a trace."""
+    sim = DEMO_RUNS[1]
+    p_all, _ = run_points("all", sim)
+    p_not, _ = run_points("notable", sim, [50] * 20)
+
+    def rows(points):
+        return [r for r in by_measurement(points, "scores") if dict(r[0])["metric"] ==
+                "step_vector"]
+
+    r_all, r_not = rows(p_all), rows(p_not)
+    assert r_all and set(map(repr, r_not)) <= set(map(repr, r_all))
+    assert len(r_not) < len(r_all) / 2  # a short demo run: many steps score high
+    high = [r for r in r_all if any(v >= 0.99 for k, v in r[2] if k != "step")]
+    assert set(map(repr, high)) <= set(map(repr, r_not))
