@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import sys
 import tempfile
@@ -48,12 +49,6 @@ from telltale.streams.processor import RunProcessor  # noqa: E402
 
 TARGET = 0.5  # worker/raw metric values per second (not reachable on 2 shared cores)
 CPU_TARGET = 3.0  # worker/raw CPU per metric value
-
-
-def scores_setting() -> str:
-    import os
-
-    return os.environ.get("TELLTALE_SCORES") or "default"
 
 
 def run_path(messages: list[bytes], spill: str) -> tuple[int, float, int]:
@@ -86,6 +81,9 @@ def main(argv=None) -> int:
     ap.add_argument("--partitions", type=int, default=4, help="metrics topic partitions (4)")
     ap.add_argument("--raw-repeat", type=int, default=3, help="raw drains, median (3)")
     ap.add_argument("--worker-repeat", type=int, default=1, help="worker drains, median (1)")
+    ap.add_argument("--scores", default="default",
+                    help="TELLTALE_SCORES settings to drain with, comma-separated, "
+                         "interleaved per repeat (e.g. all,notable; default: the default)")
     ap.add_argument("--scale-out", action="store_true",
                     help="also 2 workers vs 1 on an 8-partition topic")
     ap.add_argument("--profile", action="store_true",
@@ -119,36 +117,44 @@ def main(argv=None) -> int:
               f"{raw_cpu[-1]:.2f} CPU µs/value")
     raw = median(raw_rates)
 
-    rates, per_value = [], []
+    modes = [m.strip() for m in args.scores.split(",") if m.strip()]
+    rates: dict[str, list] = {m: [] for m in modes}
+    per_value: dict[str, list] = {m: [] for m in modes}
     for i in range(args.worker_repeat):
-        wcfg = with_group(cfg, f"w{i}")
-        cpu: dict = {}
-        secs = drain_with_workers(wcfg, topic_events, 1, cpu=cpu)
-        got = influx_metric_values(wcfg)
-        rates.append(topic_values / secs)
-        ok = "OK" if got == n_values else "MISMATCH"
-        print(f"  worker #{i + 1}: {topic_values / secs:,.0f} values/s ({secs:.1f} s); "
-              f"InfluxDB read back {got} of {n_values} values: {ok}")
-        print("    CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
-        per_value.append({"worker": (cpu["worker 0"] - cpu["worker 0 start-up"]),
-                          "InfluxDB": cpu.get("influxdb", float("nan")),
-                          "Kafka": cpu.get("kafka", float("nan"))})
-        for k in per_value[-1]:
-            per_value[-1][k] *= 1e6 / topic_values
-        drop_database(wcfg)
-        if got != n_values:
-            return 1
-    worker = median(rates)
-    print(f"\nraw aiokafka (decode only): {raw:,.0f} metric values/s (median of "
-          f"{len(raw_rates)})")
-    print(f"telltale worker:            {worker:,.0f} metric values/s (median of {len(rates)})")
-    print(f"ratio worker/raw:           {worker / raw:.2f} (target >= {TARGET}); {load()}")
+        for mode in modes:  # interleaved: each setting on the same topic, in turn
+            wcfg = with_group(cfg, f"w{i}{mode[:3]}")
+            if mode != "default":
+                os.environ["TELLTALE_SCORES"] = mode  # the worker's environment
+            else:
+                os.environ.pop("TELLTALE_SCORES", None)
+            cpu: dict = {}
+            secs = drain_with_workers(wcfg, topic_events, 1, cpu=cpu)
+            got = influx_metric_values(wcfg)
+            rates[mode].append(topic_values / secs)
+            ok = "OK" if got == n_values else "MISMATCH"
+            print(f"  worker #{i + 1}, scores {mode}: {topic_values / secs:,.0f} values/s "
+                  f"({secs:.1f} s); InfluxDB read back {got} of {n_values} values: {ok}")
+            print("    CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+            pv = {"worker": cpu["worker 0"] - cpu["worker 0 start-up"],
+                  "InfluxDB": cpu.get("influxdb", float("nan")),
+                  "Kafka": cpu.get("kafka", float("nan"))}
+            per_value[mode].append({k: v * 1e6 / topic_values for k, v in pv.items()})
+            drop_database(wcfg)
+            if got != n_values:
+                return 1
     rc = median(raw_cpu)
-    cpu_v = {k: median([p[k] for p in per_value]) for k in per_value[0]}
-    print(f"CPU µs per metric value:    raw decode {rc:.2f}, worker {cpu_v['worker']:.2f} "
-          f"(after start-up), InfluxDB {cpu_v['InfluxDB']:.2f}, Kafka {cpu_v['Kafka']:.2f} "
-          f"(scores written: {scores_setting()})")
-    print(f"CPU ratio worker/raw:       {cpu_v['worker'] / rc:.1f} (target <= {CPU_TARGET})")
+    print(f"\nraw aiokafka (decode only): {raw:,.0f} metric values/s (median of "
+          f"{len(raw_rates)}), {rc:.2f} CPU µs per metric value")
+    for mode in modes:
+        worker = median(rates[mode])
+        cpu_v = {k: median([p[k] for p in per_value[mode]]) for k in per_value[mode][0]}
+        print(f"telltale worker, scores {mode} (median of {len(rates[mode])}): "
+              f"{worker:,.0f} metric values/s, ratio worker/raw {worker / raw:.2f} "
+              f"(target >= {TARGET})")
+        print(f"  CPU µs per metric value: worker {cpu_v['worker']:.2f} (after start-up), "
+              f"InfluxDB {cpu_v['InfluxDB']:.2f}, Kafka {cpu_v['Kafka']:.2f}; "
+              f"CPU ratio worker/raw {cpu_v['worker'] / rc:.1f} (target <= {CPU_TARGET})")
+    print(load())
 
     if args.profile:
         val, secs, lines = run_path(keep, str(tmp / "spill-a"))
