@@ -1,15 +1,18 @@
 """End-to-end alert latency: from ``log()`` to the alert record on the alert topic.
 
     eval "$(bash scripts/services.sh start)"
-    .venv/bin/python bench/latency.py                    # 10k events/s for 60 s
-    .venv/bin/python bench/latency.py --rate 5000 --seconds 30
+    .venv/bin/python bench/latency.py                    # 5 runs, 10k events/s for 60 s each
+    .venv/bin/python bench/latency.py --rate 5000 --seconds 30 --repeat 1
 
 Paced trainers (Telltale's Monitor + KafkaTransport, ``--runs`` runs sharing the rate)
 log 4 metrics per step; after a warm-up, each run gets a loss spike (12×) every
 ``--spike-every`` steps. A `telltale worker` (default detectors, InfluxDB sink) processes
-the stream; a consumer on the alert topic records when each ``firing`` record arrives.
+the stream; a consumer on the alert topic records when each spike's first record arrives
+(``firing``, or ``updated`` when it joins an open incident of the run's loss).
 Latency = arrival time - the time ``log()`` was called for the spiking step. Prints p50 /
-p99 / max (target p99 <= 500 ms) and the achieved input rate.
+p99 / max (target p99 <= 500 ms) and the achieved input rate. ``--repeat N`` (5) runs it N
+times, each in a fresh process with its own topics and worker, then prints every run's
+p50 / p99 and the worst: the target holds only if every run meets it.
 
 Real trainers run on other machines; here they share 2 cores with Kafka, InfluxDB and the
 worker, so they run at ``--trainer-nice 10`` (the worker is started before, at normal
@@ -22,6 +25,8 @@ import argparse
 import json
 import os
 import random
+import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -96,7 +101,11 @@ def main(argv=None) -> int:
                          "priority")
     ap.add_argument("--profile", metavar="PATH",
                     help="run the worker under cProfile, stats written to PATH")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="runs, each in a fresh process (5); every run's p99 and the worst")
     args = ap.parse_args(argv)
+    if args.repeat > 1:
+        return repeat(args.repeat, sys.argv[1:] if argv is None else list(argv))
     tmp = Path(tempfile.mkdtemp(prefix="telltale-latency-"))
     cfg = bench_config("lat", 4, tmp)
     ensure_topics(cfg)
@@ -155,7 +164,8 @@ def main(argv=None) -> int:
     # alerts of the last spikes: give the pipeline a moment
     wait_until = time.monotonic() + 15
     while time.monotonic() < wait_until:
-        got = {(a["run"], a["step"]) for _, a in tail.records if a.get("state") == "firing"}
+        got = {(a["run"], a["step"]) for _, a in tail.records
+               if a.get("state") in ("firing", "updated")}
         if all(k in got for k in spikes):
             break
         time.sleep(0.2)
@@ -165,11 +175,15 @@ def main(argv=None) -> int:
     st = w.status()
     cpu_worker = cpu_seconds(w.proc.pid)
     w.stop()
-    lat = []
+    lat, states = [], {}
     for arrival, a in tail.records:
         k = (a.get("run"), a.get("step"))
-        if a.get("state") == "firing" and k in spikes and a.get("metric") == "loss":
+        # the first record that reports the spike: a new incident ("firing"), or an open
+        # one of the run's loss (the stationary bench loss can be a "plateau") "updated"
+        if a.get("state") in ("firing", "updated") and k in spikes and \
+                a.get("metric") == "loss":
             lat.append((arrival - spikes.pop(k)) * 1000)
+            states[a["state"]] = states.get(a["state"], 0) + 1
     print(f"sent {sent:,} events in {elapsed:.1f} s = {sent / elapsed:,.0f} events/s "
           f"(worker processed {sum(st.get('runs', {}).values()):,}); "
           f"{len(tail.records)} alert records; {st.get('messages', 0):,} messages in "
@@ -184,11 +198,37 @@ def main(argv=None) -> int:
         return 1
     p50, p99 = pct(lat, 50), pct(lat, 99)
     print(f"alert latency log() -> alert topic over {len(lat)} spikes "
-          f"({len(spikes)} spikes without a matching alert): p50 {p50:.0f} ms, "
+          f"({len(spikes)} spikes without a matching alert; records: "
+          f"{', '.join(f'{n} {k}' for k, n in sorted(states.items()))}): p50 {p50:.0f} ms, "
           f"p99 {p99:.0f} ms, max {max(lat):.0f} ms (target p99 <= {TARGET_P99_MS:.0f} ms); "
           f"{load()}")
+    print(f"RESULT p50={p50:.1f} p99={p99:.1f} max={max(lat):.1f}")
     drop_database(cfg)
     return 0 if p99 <= TARGET_P99_MS else 1
+
+
+def repeat(n: int, argv: list[str]) -> int:
+    """Run the bench ``n`` times in fresh processes; every run's p50 / p99 and the worst."""
+    argv = [a for i, a in enumerate(argv) if a != "--repeat" and not a.startswith("--repeat=")
+            and (i == 0 or argv[i - 1] != "--repeat")]
+    results = []
+    for i in range(n):
+        print(f"--- run {i + 1}/{n}", flush=True)
+        proc = subprocess.run([sys.executable, __file__, *argv, "--repeat", "1"],
+                              stdout=subprocess.PIPE, text=True)
+        print(proc.stdout, end="", flush=True)
+        m = re.search(r"^RESULT p50=(\S+) p99=(\S+) max=(\S+)$", proc.stdout, re.M)
+        results.append(tuple(map(float, m.groups())) if m else None)
+    print(f"\n{n} runs (target p99 <= {TARGET_P99_MS:.0f} ms in every run):")
+    for i, r in enumerate(results):
+        print(f"  run {i + 1}: " + ("no result (see its output above)" if r is None else
+                                    f"p50 {r[0]:.0f} ms, p99 {r[1]:.0f} ms, max {r[2]:.0f} ms"))
+    done = [r for r in results if r is not None]
+    if done:
+        print(f"worst p99 {max(r[1] for r in done):.0f} ms, worst p50 "
+              f"{max(r[0] for r in done):.0f} ms; {len(done)} of {n} runs with a result")
+    ok = len(done) == n and all(r[1] <= TARGET_P99_MS for r in done)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -211,7 +211,8 @@ def drain_with_workers(cfg: Config, events: int, n: int = 1, timeout: float = 18
                        profile: str | None = None) -> float:
     """Start ``n`` workers on a fresh group; seconds from the first processed event until
     all ``events`` are processed and every point is written (status polled every 0.1 s).
-    ``cpu`` gets the CPU seconds each worker, Kafka and InfluxDB used meanwhile;
+    ``cpu`` gets the CPU seconds each worker, Kafka and InfluxDB used meanwhile, and each
+    worker's before its first processed event (``worker N start-up``: imports, joining);
     ``profile``: the (first) worker runs under cProfile, stats written there on exit."""
     workers = [Worker(cfg, f"w{i}", profile=profile if i == 0 else None) for i in range(n)]
     svc = service_pids()
@@ -227,6 +228,9 @@ def drain_with_workers(cfg: Config, events: int, n: int = 1, timeout: float = 18
             done = sum(sum(s.get("runs", {}).values()) for s in sts)
             if done and t_first is None:
                 t_first = time.perf_counter()
+                if cpu is not None:
+                    for i, w in enumerate(workers):
+                        cpu[f"worker {i} start-up"] = cpu_seconds(w.proc.pid)
             pending = sum(s.get("influx", {}).get("pending", 0) for s in sts)
             if done >= events and pending == 0:
                 if cpu is not None:

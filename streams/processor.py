@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 1  # layout of a run's state; a state of another version starts cold
 OWN_KEYS = ("offsets", "seen_at")  # the worker's keys in a run's state: always kept
 EXTRA_TAGS = ("host", "model", "node")  # event tags copied onto points (bounded set)
+SCORE_TRACE_EVERY = 10  # TELLTALE_SCORES=notable: every 10th value of a series is written
+# notable run-rule step scores (0..1, calibrated on their reference): past its 99th percentile,
+# the warning level of the univariate scikit-learn detectors (detectors/ml.py)
+NOTABLE_RULE_SCORE = 0.99
 
 
 @dataclass(slots=True)
@@ -75,6 +79,7 @@ class RunProcessor:
         self.pipelines = pipelines
         self.rules = pipelines.run_rules()
         self.max_series = config.max_series_per_run
+        self.scores = config.scores  # which scores become points: all | notable | none
         policy = (AlertPolicy.from_file(config.alert_policy_file)
                   if config.alert_policy_file else AlertPolicy())
         step_windows = [ws.spec.label for ws in self.windows
@@ -268,7 +273,9 @@ class RunProcessor:
                             if events[i].step == rf.step), len(events) - 1)
                 candidates.append(Candidate(rf.metric, rf.rank, kind, rf.step, rf.ts, rf.value,
                                             rf.finding, seq))
-        if rule_scores:
+        if rule_scores and self.scores == "notable":
+            rule_scores = self._notable_rule_rows(state, rule_scores)
+        if rule_scores and self.scores != "none":
             self._rule_score_points(run, rule_scores, out)
         if refused:
             state["refused_values"] = state.get("refused_values", 0) + sum(n for _, n in refused)
@@ -315,7 +322,9 @@ class RunProcessor:
             closed = ws.update(ser["w"][ws.spec.label], steps, ts, vals)
             out.points.extend(self._window_points(run, key, ser, closed))
         scores: dict[str, np.ndarray] = {}
-        for det in self.pipelines.for_metric(metric):
+        dets = self.pipelines.for_metric(metric)
+        found = len(candidates)
+        for det in dets:
             sc, findings = det.update(ser["d"][det.name], steps, vals)
             scores[det.name] = sc
             for f in findings:
@@ -323,9 +332,28 @@ class RunProcessor:
                 candidates.append(Candidate(metric, rank, ser["kind"], int(steps[i]),
                                             float(ts[i]), float(vals[i]), f,
                                             int(sb.seq[i])))
-        if scores:
-            self._score_points(run, metric, rank, ser["kind"], steps, ts, scores, out)
+        if scores and self.scores != "none":
+            rows = None
+            if self.scores == "notable":
+                rows = self._notable(ser, dets, vals, scores,
+                                     [c.finding.index for c in candidates[found:]])
+            self._score_points(run, metric, rank, ser["kind"], steps, ts, scores, out, rows)
         return scores
+
+    @staticmethod
+    def _notable(ser: dict, dets, vals: np.ndarray, scores: dict, found: list[int]
+                 ) -> np.ndarray:
+        """TELLTALE_SCORES=notable: the values whose scores are written: where a detector
+        finds the series abnormal (its warning level: ``abnormal()``) or has a finding, and
+        every SCORE_TRACE_EVERY-th value of the series (a trace; counted in its state, so
+        the same values however the events were batched)."""
+        n0 = ser.get("scored", 0)
+        ser["scored"] = n0 + len(vals)
+        rows = np.arange(n0, n0 + len(vals)) % SCORE_TRACE_EVERY == 0
+        for det in dets:
+            rows |= det.abnormal(vals, scores[det.name])
+        rows[found] = True
+        return rows
 
     def _emit_alerts(self, state: dict, candidates: list[Candidate], out: Output,
                      seen: dict | None = None) -> None:
@@ -350,10 +378,34 @@ class RunProcessor:
                 to_ns(a["ts"])))
 
     @staticmethod
-    def _score_points(run, metric, rank, kind, steps, ts, scores, out: Output) -> None:
+    def _notable_rule_rows(state: dict, rows: list[tuple]) -> list[tuple]:
+        """TELLTALE_SCORES=notable for run rules' step scores: the steps where a rule scores
+        at or past NOTABLE_RULE_SCORE, and every SCORE_TRACE_EVERY-th step of each
+        (series, rank), counted in the run's state; a kept step keeps every rule's score."""
+        at: dict[tuple, dict[int, bool]] = {}  # (series, rank) -> {step: notable}
+        for series, rank, step, _ts, _name, score in rows:
+            d = at.setdefault((series, rank), {})
+            d[step] = d.get(step, False) or score >= NOTABLE_RULE_SCORE
+        counts = state.setdefault("scored_rules", {})
+        keep = set()
+        for (series, rank), d in at.items():
+            ck = f"{series}|{rank}"
+            n = counts.get(ck, 0)
+            counts[ck] = n + len(d)
+            keep.update((series, rank, st) for i, st in enumerate(sorted(d))
+                        if d[st] or (n + i) % SCORE_TRACE_EVERY == 0)
+        return [r for r in rows if r[:3] in keep]
+
+    @staticmethod
+    def _score_points(run, metric, rank, kind, steps, ts, scores, out: Output,
+                      rows: np.ndarray | None = None) -> None:
+        """A block of the series' scores, a row per value (``rows``: only those) that has
+        a finite score."""
         names = list(scores)
         mat = np.vstack([scores[n] for n in names])
         keep = np.isfinite(mat).any(axis=0)
+        if rows is not None:
+            keep &= rows
         if not keep.all():
             if not keep.any():
                 return

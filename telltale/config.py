@@ -12,6 +12,10 @@ DEFAULT_WINDOWS = ("step:100", "step:100/50", "time:60s")
 DEFAULT_ALLOWED_TAGS = ("rank", "host", "node", "model")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# which detector scores go to the ``scores`` measurement (streams/processor.py): every
+# value's; only values a detector finds abnormal (or alerts on) plus every 10th value of
+# each series as a trace; none (raw values, window statistics and alerts are always written)
+SCORES_MODES = ("all", "notable", "none")
 
 
 class ConfigError(ValueError):
@@ -79,6 +83,14 @@ class Config:
         os.path.expanduser("~"), ".config", "telltale", "hash-salt"))
     metric_names: tuple[str, ...] | None = None
     metric_pattern: str | None = None
+    scores: str = "notable"  # one of SCORES_MODES
+
+    def __post_init__(self):
+        if self.scores not in SCORES_MODES:
+            raise ConfigError(f"TELLTALE_SCORES={self.scores!r} is not one of "
+                              f"{', '.join(SCORES_MODES)}: 'all' writes every value's detector "
+                              "scores, 'notable' (the default) only abnormal values' plus a "
+                              "trace, 'none' no scores")
 
     @property
     def metrics_topic(self) -> str:
@@ -139,6 +151,7 @@ class Config:
                 "hash_salt_file"].default_factory(),
             metric_names=_env_list("TELLTALE_METRIC_NAMES", None, env),
             metric_pattern=g("TELLTALE_METRIC_PATTERN") or None,
+            scores=(g("TELLTALE_SCORES") or cls.scores).strip().lower(),
         )
         names = {f.name for f in fields(cls)}
         return replace(cfg, **{k: v for k, v in overrides.items() if k in names and v is not None})

@@ -160,3 +160,19 @@ def test_the_local_store_is_read_in_time_order_not_write_order(tmp_path):
     assert summary["last_step"] == 60 and summary["last_ts"] == 1060.0
     loss = next(p for p in src.run_view("r3")["training"] if p["metric"] == "loss")
     assert loss["steps"] == sorted(loss["steps"]) and loss["steps"][-1] == 60
+
+
+def test_score_lines_are_continuous_when_only_notable_scores_are_stored():
+    """TELLTALE_SCORES=notable (the default) stores a trace of every 10th value plus the
+    abnormal ones: the page's score line still has a value at every step after warm-up,
+    the spike's own score at the spike."""
+    mem = MemoryStore()
+    run_events(mem, "r9", loss_events(n=600, spike_at=400))
+    stored = {p["fields"]["step"] for p in mem.points["r9"]["scores"]}
+    assert len(stored) < 200  # notable: far fewer rows than the 600 values
+    v = build_view("r9", mem.points["r9"], mem.alerts["r9"])
+    p = v["training"][0]
+    z = p["scores"]["zscore"]
+    after = [x for st, x in zip(p["steps"], z, strict=True) if st > 100]
+    assert after and all(x is not None for x in after)
+    assert z[p["steps"].index(400)] > 0.6

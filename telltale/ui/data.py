@@ -673,11 +673,26 @@ def _training_panel(name, ranks, series, bands, scores, alerts_by, k, bad_steps)
     sc = {}
     for det, per in scores.get((name, focus), {}).items():
         if det != "nonfinite":  # 0 or 1: shaded as non-finite stretches instead
-            sc[det] = [_unit_score(name, det, per.get(x)) for x in xs]
+            sc[det] = [_unit_score(name, det, v) for v in _scores_at(per, xs)]
     return {"metric": name, "kind": fs["kind"], "focus_rank": focus, "steps": xs,
             "lines": lines, "band": {"mean": mean, "lo": lo, "hi": hi} if band else None,
             "scores": sc, "alert_ids": [a.get("key", a.get("id")) for a in alerts],
             "nonfinite": stretches}
+
+
+def _scores_at(per: dict, xs) -> list:
+    """A detector's score at each step of ``xs``: the one stored at that step, else the last
+    one stored before it (TELLTALE_SCORES=notable stores abnormal values' scores and a
+    trace of every 10th value); None before the first."""
+    have = sorted(st for st in per if st is not None)
+    out = []
+    for x in xs:
+        v = per.get(x)
+        if v is None and x is not None:
+            i = bisect.bisect_right(have, x) - 1
+            v = per[have[i]] if i >= 0 else None
+        out.append(v)
+    return out
 
 
 def _unit_score(metric: str, detector: str, v) -> float | None:
@@ -769,7 +784,8 @@ def _inference(infer: dict, scores: dict, alerts_by) -> dict:
         for det, per in scores.get((name, "0"), {}).items() if name in infer else ():
             if det in ("nonfinite", "spikerate"):
                 continue
-            drift[f"{name} {det}"] = [_unit_score(name, det, per.get(s)) for s in steps]
+            drift[f"{name} {det}"] = [_unit_score(name, det, v)
+                                      for v in _scores_at(per, steps)]
     idx = _decimate(len(steps))
     return {"panels": panels, "groups": groups,
             "drift": {"steps": [steps[i] for i in idx],
