@@ -19,9 +19,12 @@ same work without (A) and with (B) logging, alternating ABBA, each in a fresh pr
 per logger and workload: a ~1 ms and a ~10 ms single-threaded numpy matmul step with one
 ``log()`` of 8 metrics, and an ASGI app (~0.4 ms of numpy per request) driven at 1,000
 requests/s with and without ``TelltaleMiddleware``. Per pair of blocks: B / A - 1 (per
-step, or per request); the median and quartiles are printed. ``telltale`` sends to the
-broker through ``telltale.init(broker=...)``; ``embedded`` is ``init()`` without a broker;
-``--ab-loggers`` adds ``wandb`` (offline) and ``tensorboard`` for comparison.
+step, or per request); the median and quartiles are printed, and the CPU the other
+threads of the process (sender, embedded pipeline) used, as % of one core, in A and in B
+blocks (median): on a shared machine the wall times are noisy, that share is not.
+``telltale`` sends to the broker through ``telltale.init(broker=...)``; ``embedded`` is
+``init()`` without a broker; ``--ab-loggers`` adds ``wandb`` (offline) and
+``tensorboard`` for comparison.
 """
 
 from __future__ import annotations
@@ -345,17 +348,29 @@ def ab_child(name: str, workload: str, pairs: int, block_s: float, broker: str |
                     m = {k: 1.0 / (i + j) for j, k in enumerate(METRICS)}
             return (pc() - t_start) / per_block
 
+    def timed_block(with_log: bool) -> float:
+        """run_block, and the CPU the other threads (sender, pipeline) used meanwhile, as a
+        share of the block's wall time: less noisy than the wall time on a busy machine."""
+        c0, m0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
+        per_step = run_block(with_log)
+        c1, m1, w1 = time.process_time(), time.thread_time(), time.perf_counter()
+        (bg_b if with_log else bg_a).append(((c1 - c0) - (m1 - m0)) / (w1 - w0) * 100)
+        return per_step
+
+    bg_a: list[float] = []
+    bg_b: list[float] = []
     run_block(True), run_block(False)  # warm up: connect, first batches
     a, b = [], []
     for p in range(pairs):
         order = (False, True) if p % 2 == 0 else (True, False)
         for with_log in order:
-            (b if with_log else a).append(run_block(with_log))
+            (b if with_log else a).append(timed_block(with_log))
     t0 = time.perf_counter()
     finish()
     log_ns.sort()
     out = {"name": name, "workload": workload, "step_ms": step_ms, "per_block": per_block,
            "a_ns": a, "b_ns": b, "finish_s": time.perf_counter() - t0,
+           "bg_cpu_a_pct": statistics.median(bg_a), "bg_cpu_b_pct": statistics.median(bg_b),
            "slowdown_pct": [(y / x - 1) * 100 for x, y in zip(a, b, strict=True)]}
     if log_ns:
         out["log_p50_us"] = log_ns[len(log_ns) // 2] / 1000
@@ -383,7 +398,7 @@ def run_ab(name: str, workload: str, pairs: int, block_s: float, broker: str | N
 
 def report_ab(rows: list[dict]) -> list[str]:
     print(f"\n{'logger':10} {'workload':14} {'A ms':>7} {'slowdown % per pair (B/A - 1)':>44} "
-          f"{'median':>7} {'IQR':>12} {'log p50 µs':>10}")
+          f"{'median':>7} {'IQR':>12} {'log p50 µs':>10} {'bg CPU % A/B':>13}")
     verdicts = []
     for r in rows:
         label = {"step1": "~1 ms step", "step10": "~10 ms step",
@@ -397,8 +412,9 @@ def report_ab(rows: list[dict]) -> list[str]:
         per = " ".join(f"{x:+.1f}" for x in s)
         a_ms = statistics.median(r["a_ns"]) / 1e6
         p50 = f"{r['log_p50_us']:.2f}" if "log_p50_us" in r else "-"
+        bg = f"{r['bg_cpu_a_pct']:.1f}/{r['bg_cpu_b_pct']:.1f}"
         print(f"{r['name']:10} {label:14} {a_ms:>7.3f} {per:>44} {med:>+7.2f} "
-              f"{q[0]:>+5.1f}..{q[2]:<+5.1f} {p50:>10}")
+              f"{q[0]:>+5.1f}..{q[2]:<+5.1f} {p50:>10} {bg:>13}")
         if r["name"] in ("telltale", "embedded"):
             verdicts.append(f"{r['name']} {label}: slowdown {med:+.2f} % (median of "
                             f"{len(s)} pairs, IQR {q[0]:+.1f}..{q[2]:+.1f}; target < "

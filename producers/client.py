@@ -20,7 +20,12 @@ import weakref
 from collections import deque
 
 from telltale.producers.privacy import Privacy
-from telltale.schema import KINDS, MAX_MESSAGE_BYTES, MAX_METRICS_PER_EVENT, encode_batch
+from telltale.schema import KINDS, MAX_MESSAGE_BYTES, MAX_METRICS_PER_EVENT, SCHEMA, encode_batch
+
+try:  # telltale[fast]: ~10x faster float formatting than json (the sender's main cost)
+    import orjson
+except ImportError:  # pragma: no cover - depends on the installation
+    orjson = None
 
 log = logging.getLogger("telltale")
 
@@ -380,9 +385,23 @@ def _split(ev: dict) -> list[dict]:
     return out
 
 
+def _encode_batch(run: str, batch: list[dict]) -> bytes:
+    """:func:`~telltale.schema.encode_batch`, through orjson when it is installed. orjson
+    writes NaN and infinities as ``null``, so such a batch (``:null`` in the output, which
+    no finite number makes) is encoded again by json, which keeps them as tokens."""
+    if orjson is not None:
+        try:
+            payload = orjson.dumps({"schema": SCHEMA, "run": run, "events": batch})
+        except (TypeError, ValueError):  # e.g. an int beyond 64 bits
+            return encode_batch(run, batch)
+        if b":null" not in payload:
+            return payload
+    return encode_batch(run, batch)
+
+
 def _encode(run: str, batch: list[dict]) -> list[tuple[list[dict], bytes]]:
     """One payload, or several if the batch would exceed the message limit."""
-    payload = encode_batch(run, batch)
+    payload = _encode_batch(run, batch)
     if len(payload) <= MAX_MESSAGE_BYTES or len(batch) == 1:
         return [(batch, payload)]
     mid = len(batch) // 2

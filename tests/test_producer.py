@@ -103,3 +103,28 @@ def test_unreachable_broker_never_blocks_or_crashes_the_trainer(caplog):
 def test_run_id_is_required():
     with pytest.raises(ValueError, match="run must be a non-empty string"):
         Monitor("", BlockingTransport())
+
+
+def test_fast_encoding_matches_json_and_keeps_nan_and_infinities():
+    import json
+    import math
+
+    from telltale.producers import client
+    from telltale.producers.client import _encode_batch
+    from telltale.schema import encode_batch
+
+    assert client.orjson is not None, "the dev install includes telltale[fast] (orjson)"
+
+    batches = [
+        [{"step": i, "ts": 1.7e9 + i / 3, "kind": "train",
+          "metrics": {"loss": 1 / (i + 3), "big": 1e300, "tiny": 5e-324, "n": 7},
+          "tags": {"rank": "0", "model": "ü:null"}} for i in range(50)],
+        [{"step": 1, "ts": 1.0, "kind": "train",
+          "metrics": {"loss": math.nan, "g": math.inf, "h": -math.inf}}],
+        [{"step": 2**70, "ts": 1.0, "kind": "train", "metrics": {"x": 1.0}}],
+    ]
+    for batch in batches:
+        fast, plain = _encode_batch("r", batch), encode_batch("r", batch)
+        assert repr(json.loads(fast)) == repr(json.loads(plain))  # repr: nan == nan
+    nan_batch = json.loads(_encode_batch("r", batches[1]))["events"][0]["metrics"]
+    assert math.isnan(nan_batch["loss"]) and nan_batch["g"] == math.inf
