@@ -22,8 +22,9 @@ requests/s with and without ``TelltaleMiddleware``. Per pair of blocks: B / A - 
 step, or per request); the median and quartiles are printed, and the CPU the other
 threads of the process (sender, embedded pipeline) used, as % of one core, in A and in B
 blocks (median): on a shared machine the wall times are noisy, that share is not.
-``telltale`` sends to the broker through ``telltale.init(broker=...)``; ``embedded`` is
-``init()`` without a broker; ``--ab-loggers`` adds ``wandb`` (offline) and
+``telltale`` sends to the broker through ``telltale.init(broker=...)`` (confluent-kafka
+when installed), ``kafka-python`` the same with ``TELLTALE_KAFKA_CLIENT=kafka-python``;
+``embedded`` is ``init()`` without a broker; ``--ab-loggers`` adds ``wandb`` (offline) and
 ``tensorboard`` for comparison.
 """
 
@@ -209,7 +210,7 @@ def bench_training(pairs: int, every: int, threads: int) -> dict:
 # -- interleaved A/B blocks: what logging costs the loop around it (--broker) ---------
 
 AB_WORKLOADS = ("step1", "step10", "asgi")
-AB_LOGGERS = ("telltale", "embedded", "wandb", "tensorboard")
+AB_LOGGERS = ("telltale", "kafka-python", "embedded", "wandb", "tensorboard")
 
 
 def _matmul(target_ms: float):
@@ -235,13 +236,15 @@ def _matmul(target_ms: float):
 def _ab_logger(name: str, broker: str | None, options: dict):
     """(log(metrics, step), log_infer(metrics) monitor-like, finish) for one logger."""
     tmp = tempfile.mkdtemp(prefix=f"bench-ab-{name}-")
-    if name in ("telltale", "embedded"):
+    if name in ("telltale", "kafka-python", "embedded"):
         import telltale
 
+        if name == "kafka-python":  # the fallback client, for comparison
+            os.environ["TELLTALE_KAFKA_CLIENT"] = "kafka-python"
         os.environ["TELLTALE_SPOOL_DIR"] = os.path.join(tmp, "spool")
         os.environ["TELLTALE_STORE_DIR"] = os.path.join(tmp, "store")
         mon = telltale.init(run=f"bench-ab-{os.getpid()}", tags={"rank": 0},
-                            broker=broker if name == "telltale" else None, **options)
+                            broker=None if name == "embedded" else broker, **options)
         return mon, mon.close
     if name == "wandb":
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -293,7 +296,7 @@ def ab_child(name: str, workload: str, pairs: int, block_s: float, broker: str |
             await send({"type": "http.response.body", "body": b"ok"})
 
         wrapped = TelltaleMiddleware(app, mon)
-        if name not in ("telltale", "embedded"):  # other loggers: the same fields by hand
+        if name in ("wandb", "tensorboard"):  # other loggers: the same fields by hand
             async def wrapped(scope, receive, send):  # noqa: F811
                 t0 = time.perf_counter()
                 await app(scope, receive, send)
@@ -416,7 +419,9 @@ def report_ab(rows: list[dict]) -> list[str]:
         print(f"{r['name']:10} {label:14} {a_ms:>7.3f} {per:>44} {med:>+7.2f} "
               f"{q[0]:>+5.1f}..{q[2]:<+5.1f} {p50:>10} {bg:>13}")
         if r["name"] in ("telltale", "embedded"):
-            verdicts.append(f"{r['name']} {label}: slowdown {med:+.2f} % (median of "
+            sent = r.get("stats", {}).get("sent", 0)
+            verdicts.append(f"{r['name']} {label} ({sent} events delivered): slowdown "
+                            f"{med:+.2f} % (median of "
                             f"{len(s)} pairs, IQR {q[0]:+.1f}..{q[2]:+.1f}; target < "
                             f"{TARGET_SLOWDOWN:g} %): "
                             + ("met" if med < TARGET_SLOWDOWN else "MISSED"))
@@ -447,9 +452,11 @@ def main(argv=None) -> int:
                    "Telltale sending to this real broker (HOST:PORT); see --workloads")
     p.add_argument("--workloads", default=",".join(AB_WORKLOADS),
                    help=f"A/B workloads (default {','.join(AB_WORKLOADS)})")
-    p.add_argument("--ab-loggers", default="telltale,embedded",
-                   help=f"A/B loggers, of {','.join(AB_LOGGERS)} (default telltale,embedded)")
-    p.add_argument("--block", type=float, default=1.0, help="A/B block length in s (default 1)")
+    p.add_argument("--ab-loggers", default="telltale,kafka-python,embedded",
+                   help=f"A/B loggers, of {','.join(AB_LOGGERS)} (default telltale,"
+                   "kafka-python,embedded)")
+    p.add_argument("--block", type=float, default=0.25,
+                   help="A/B block length in s (default 0.25)")
     p.add_argument("--options", default="{}", help="JSON keyword arguments for telltale.init")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--ab-child", help=argparse.SUPPRESS)
@@ -463,7 +470,7 @@ def main(argv=None) -> int:
                                   json.loads(args.options))))
         return 0
     if args.broker:
-        pairs = args.pairs if args.pairs != 60 else 8
+        pairs = args.pairs if args.pairs != 60 else 16
         print(f"A/B blocks: {pairs} pairs of {args.block:g} s per logger and workload, "
               f"Telltale -> {args.broker}", file=sys.stderr)
         rows = []
