@@ -160,6 +160,7 @@ class ConfluentTransport:
         self.wait_seconds = self.options["message.timeout.ms"] / 1000 + 1.0
         self.max_send_seconds = self.wait_seconds + 2.0
         self._producer = None
+        self._client_error = None  # librdkafka's last error (e.g. connection refused)
 
     def __repr__(self) -> str:
         return f"ConfluentTransport({self.bootstrap!r}, {self.topic!r})"
@@ -168,7 +169,9 @@ class ConfluentTransport:
         from confluent_kafka import KafkaException, Producer
 
         if self._producer is None:
-            self._producer = Producer(self.options, logger=_DebugLog())
+            self._client_error = None
+            self._producer = Producer({**self.options, "error_cb": self._on_error},
+                                      logger=_DebugLog())
         producer, done = self._producer, []
         try:
             producer.produce(self.topic, payload, run.encode(),
@@ -179,9 +182,19 @@ class ConfluentTransport:
             raise TransportError(f"Kafka send to {self.topic} failed: {exc}") from None
         if not done or done[0] is not None:
             self._abandon()
-            reason = done[0] if done else f"no ack within {self.wait_seconds:g} s"
-            raise TransportError(f"Kafka send to {self.topic} at {self.bootstrap} failed: "
-                                 f"{reason}") from None
+            raise TransportError(self._explain(done[0] if done else None)) from None
+
+    def _on_error(self, err) -> None:
+        self._client_error = err
+
+    def _explain(self, err) -> str:
+        """Why the batch was not delivered, and what to check."""
+        reason = err.str() if err is not None else f"no ack within {self.wait_seconds:g} s"
+        seen = self._client_error
+        if seen is not None and seen.name() in ("_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"):
+            return (f"Kafka at {self.bootstrap} is not reachable (no broker answers; "
+                    f"{seen.str()}): check TELLTALE_KAFKA or start the broker")
+        return f"Kafka send to {self.topic} at {self.bootstrap} failed: {reason}"
 
     def _abandon(self) -> None:
         """Drop the producer and purge whatever it still holds (the caller keeps the batch)."""

@@ -128,3 +128,39 @@ def test_fast_encoding_matches_json_and_keeps_nan_and_infinities():
         assert repr(json.loads(fast)) == repr(json.loads(plain))  # repr: nan == nan
     nan_batch = json.loads(_encode_batch("r", batches[1]))["events"][0]["metrics"]
     assert math.isnan(nan_batch["loss"]) and nan_batch["g"] == math.inf
+
+
+def test_kafka_client_choice(monkeypatch):
+    from telltale.producers import ConfluentTransport, KafkaTransport, kafka_transport
+
+    monkeypatch.delenv("TELLTALE_KAFKA_CLIENT", raising=False)
+    assert type(kafka_transport("h:1", "t", security_protocol="PLAINTEXT")) is \
+        ConfluentTransport  # the dev install has telltale[fast]
+    sasl = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": "u", "sasl_plain_password": "p"}
+    assert type(kafka_transport("h:1", "t", **sasl)) is KafkaTransport
+    monkeypatch.setenv("TELLTALE_KAFKA_CLIENT", "kafka-python")
+    assert type(kafka_transport("h:1", "t")) is KafkaTransport
+    monkeypatch.setenv("TELLTALE_KAFKA_CLIENT", "librdkafka")
+    with pytest.raises(ValueError, match="TELLTALE_KAFKA_CLIENT='librdkafka' is not one of"):
+        kafka_transport("h:1", "t")
+
+
+def test_unreachable_broker_with_confluent_kafka_keeps_everything_and_says_why(caplog):
+    from telltale.producers import ConfluentTransport
+
+    mon = Monitor("r", ConfluentTransport("127.0.0.1:1", "telltale.metrics", ack_timeout=0.5),
+                  batch_size=10, linger=0.001, retry_backoff=0.05)
+    for i in range(1000):
+        mon.log({"loss": 1.0}, step=i)
+    for _ in range(200):
+        if mon.stats()["send_failures"]:
+            break
+        time.sleep(0.05)
+    with caplog.at_level(logging.WARNING, logger="telltale"):
+        mon.close(timeout=1.0)
+    st = mon.stats()
+    assert st["sent"] == 0 and st["queued"] == 1001 and st["send_failures"] >= 1
+    assert "1001 events undelivered" in caplog.text
+    assert "Kafka at 127.0.0.1:1 is not reachable" in caplog.text
+    assert "Connection refused" in st["last_error"]
