@@ -164,3 +164,37 @@ def test_unreachable_broker_with_confluent_kafka_keeps_everything_and_says_why(c
     assert "1001 events undelivered" in caplog.text
     assert "Kafka at 127.0.0.1:1 is not reachable" in caplog.text
     assert "Connection refused" in st["last_error"]
+
+
+class CountingTransport:
+    """Counts batches and events; delivers nothing."""
+
+    def __init__(self):
+        self.batches = self.events = 0
+
+    def send(self, run, payload):
+        events, _ = decode_message(payload)
+        self.batches += 1
+        self.events += len(events)
+
+    def close(self):
+        pass
+
+
+def test_a_busy_caller_gets_fewer_larger_batches():
+    """At ~1 kHz the sender's wait grows towards max_linger (the embedded pipeline's cost
+    is per batch); with max_linger=linger it stays at linger. Same run, relative counts."""
+    sent = {}
+    for name, max_linger in (("fixed", 0.02), ("adaptive", 0.5)):
+        t = CountingTransport()
+        mon = Monitor("busy", t, linger=0.02, max_linger=max_linger)
+        nxt = time.perf_counter()
+        for i in range(2000):
+            mon.log({"loss": 1.0}, step=i)
+            nxt += 0.001
+            time.sleep(max(0.0, nxt - time.perf_counter()))
+        mon.flush()
+        sent[name] = t.batches
+        mon.close(end=False)
+        assert t.events == 2000
+    assert sent["adaptive"] * 3 < sent["fixed"], sent
