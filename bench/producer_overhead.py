@@ -465,8 +465,8 @@ def main(argv=None) -> int:
     p.add_argument("--ab-loggers", default="telltale,kafka-python,embedded",
                    help=f"A/B loggers, of {','.join(AB_LOGGERS)} (default telltale,"
                    "kafka-python,embedded)")
-    p.add_argument("--block", type=float, default=0.25,
-                   help="A/B block length in s (default 0.25)")
+    p.add_argument("--block", type=float, default=1.0,
+                   help="A/B block length in s (default 1: twice the sender's max_linger)")
     p.add_argument("--options", default="{}", help="JSON keyword arguments for telltale.init")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--ab-child", help=argparse.SUPPRESS)
@@ -480,7 +480,7 @@ def main(argv=None) -> int:
                                   json.loads(args.options))))
         return 0
     if args.broker:
-        pairs = args.pairs if args.pairs != 60 else 16
+        pairs = args.pairs if args.pairs != 60 else 10
         print(f"A/B blocks: {pairs} pairs of {args.block:g} s per logger and workload, "
               f"Telltale -> {args.broker}", file=sys.stderr)
         rows = []
