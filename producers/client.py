@@ -20,11 +20,17 @@ import weakref
 from collections import deque
 
 from telltale.producers.privacy import Privacy
-from telltale.schema import KINDS, MAX_MESSAGE_BYTES, MAX_METRICS_PER_EVENT, encode_batch
+from telltale.schema import KINDS, MAX_MESSAGE_BYTES, MAX_METRICS_PER_EVENT, SCHEMA, encode_batch
+
+try:  # telltale[fast]: ~10x faster float formatting than json (the sender's main cost)
+    import orjson
+except ImportError:  # pragma: no cover - depends on the installation
+    orjson = None
 
 log = logging.getLogger("telltale")
 
 OVERFLOW_POLICIES = ("drop_oldest", "drop_newest")
+BUSY = 16  # queued events at a wake-up that make the sender wait longer next time
 
 
 class Monitor:
@@ -32,7 +38,7 @@ class Monitor:
 
     def __init__(self, run: str, transport, tags: dict | None = None,
                  max_queue: int = 100_000, batch_size: int = 500, linger: float = 0.05,
-                 retry_backoff: float = 0.5, max_backoff: float = 10.0,
+                 max_linger: float = 0.5, retry_backoff: float = 0.5, max_backoff: float = 10.0,
                  overflow: str = "drop_oldest", spool=None, privacy: Privacy | None = None):
         if not isinstance(run, str) or not run:
             raise ValueError("run must be a non-empty string, e.g. telltale.init(run='exp-1')")
@@ -45,6 +51,7 @@ class Monitor:
         self.tags = self.privacy.tags(tags or {})
         self.transport, self.spool = transport, spool
         self.max_queue, self.batch_size, self.linger = max_queue, batch_size, linger
+        self.max_linger = max(linger, max_linger)
         self.retry_backoff, self.max_backoff = retry_backoff, max_backoff
         self.overflow = overflow
         self._drop_newest = overflow == "drop_newest"
@@ -262,6 +269,10 @@ class Monitor:
         return batch
 
     def _run(self) -> None:
+        """Wake every ``linger`` s, or when a batch is full. While each wake finds a busy
+        queue (``BUSY`` events or more) the wait doubles up to ``max_linger``: a caller
+        logging at 1 kHz pays for two large batches a second instead of twenty small ones
+        (the embedded pipeline's cost is mostly per batch)."""
         backoff = self.retry_backoff
         delay = self.linger
         while True:
@@ -270,6 +281,7 @@ class Monitor:
             if self._closing:
                 self._finish()
                 return
+            busy = len(self._q) >= BUSY
             try:
                 ok = self._pump()
             except Exception as exc:  # a bug or a disk error must not kill the sender
@@ -278,7 +290,8 @@ class Monitor:
                 self._warn_once("sender", "telltale: sender error (will retry): %r", exc)
                 ok = False
             if ok:
-                backoff, delay = self.retry_backoff, self.linger
+                backoff = self.retry_backoff
+                delay = min(delay * 2, self.max_linger) if busy else self.linger
             else:
                 delay = backoff
                 backoff = min(backoff * 2, self.max_backoff)
@@ -380,9 +393,23 @@ def _split(ev: dict) -> list[dict]:
     return out
 
 
+def _encode_batch(run: str, batch: list[dict]) -> bytes:
+    """:func:`~telltale.schema.encode_batch`, through orjson when it is installed. orjson
+    writes NaN and infinities as ``null``, so such a batch (``:null`` in the output, which
+    no finite number makes) is encoded again by json, which keeps them as tokens."""
+    if orjson is not None:
+        try:
+            payload = orjson.dumps({"schema": SCHEMA, "run": run, "events": batch})
+        except (TypeError, ValueError):  # e.g. an int beyond 64 bits
+            return encode_batch(run, batch)
+        if b":null" not in payload:
+            return payload
+    return encode_batch(run, batch)
+
+
 def _encode(run: str, batch: list[dict]) -> list[tuple[list[dict], bytes]]:
     """One payload, or several if the batch would exceed the message limit."""
-    payload = encode_batch(run, batch)
+    payload = _encode_batch(run, batch)
     if len(payload) <= MAX_MESSAGE_BYTES or len(batch) == 1:
         return [(batch, payload)]
     mid = len(batch) // 2

@@ -43,7 +43,7 @@ def init(run: str | None = None, tags: dict | None = None, broker: str | None = 
     """
     global _current
     from telltale.config import Config
-    from telltale.producers import CallableTransport, KafkaTransport, Monitor
+    from telltale.producers import CallableTransport, Monitor, kafka_transport
     from telltale.producers.privacy import Privacy, drop_text
     from telltale.producers.spool import Spool
 
@@ -58,7 +58,7 @@ def init(run: str | None = None, tags: dict | None = None, broker: str | None = 
                       metric_pattern=metric_pattern or cfg.metric_pattern)
     sp = None
     if cfg.kafka:
-        transport = KafkaTransport(cfg.kafka, cfg.metrics_topic, **cfg.kafka_options())
+        transport = kafka_transport(cfg.kafka, cfg.metrics_topic, **cfg.kafka_options())
         if spool:
             rank = str((tags or {}).get("rank", os.environ.get("RANK", "0")))
             sp = Spool(spool if isinstance(spool, str) else cfg.spool_dir, run, rank)

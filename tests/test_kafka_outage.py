@@ -1,4 +1,6 @@
-"""A 30 s broker outage mid-run: no training step blocks on logging; every event arrives."""
+"""A 30 s broker outage mid-run: no training step blocks on logging; every event arrives.
+
+Run with each Kafka client the producer can use (confluent-kafka, kafka-python)."""
 
 import gc
 import json
@@ -11,7 +13,7 @@ import pytest
 from conftest import ROOT
 from kafka import KafkaConsumer
 
-from telltale.producers import KafkaTransport, Monitor
+from telltale.producers import ConfluentTransport, KafkaTransport, Monitor, kafka_transport
 from telltale.producers.spool import Spool
 from telltale.streams.topics import ensure_topics
 
@@ -25,11 +27,17 @@ def services(cmd: str, *args: str) -> None:
                    capture_output=True, timeout=180)
 
 
-def test_a_30s_outage_blocks_no_step_and_every_event_arrives_in_order(kafka_config, tmp_path):
+@pytest.mark.parametrize("client", ["confluent-kafka", "kafka-python"])
+def test_a_30s_outage_blocks_no_step_and_every_event_arrives_in_order(kafka_config, tmp_path,
+                                                                      monkeypatch, client):
     cfg = kafka_config
     ensure_topics(cfg)
+    monkeypatch.setenv("TELLTALE_KAFKA_CLIENT", client)
     runs = ("outage-a", "outage-b")
-    mons = {r: Monitor(r, KafkaTransport(cfg.kafka, cfg.metrics_topic), tags={"rank": 0},
+    made = kafka_transport(cfg.kafka, cfg.metrics_topic)
+    assert type(made) is {"confluent-kafka": ConfluentTransport,
+                          "kafka-python": KafkaTransport}[client]
+    mons = {r: Monitor(r, kafka_transport(cfg.kafka, cfg.metrics_topic), tags={"rank": 0},
                        spool=Spool(str(tmp_path / "spool"), r), linger=0.01,
                        retry_backoff=0.1, max_backoff=1.0) for r in runs}
     phase = {"name": "before"}

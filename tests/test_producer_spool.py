@@ -7,6 +7,7 @@ import sys
 import textwrap
 import threading
 
+import pytest
 from conftest import ROOT
 
 from telltale.producers import Monitor
@@ -120,12 +121,15 @@ def test_a_spool_left_by_a_dead_trainer_is_sent_by_the_next_monitor_of_the_run(t
 
 CHILD = """
 import sys, time
-from telltale.producers import KafkaTransport, Monitor
+from telltale.producers import ConfluentTransport, KafkaTransport, Monitor
 from telltale.producers.signals import flush_on_sigterm
 from telltale.producers.spool import Spool
 
-t = KafkaTransport("127.0.0.1:1", "telltale.metrics", max_block_ms=200,
-                   bootstrap_timeout_ms=300, ack_timeout=0.5)
+if sys.argv[2] == "kafka-python":
+    t = KafkaTransport("127.0.0.1:1", "telltale.metrics", max_block_ms=200,
+                       bootstrap_timeout_ms=300, ack_timeout=0.5)
+else:
+    t = ConfluentTransport("127.0.0.1:1", "telltale.metrics", ack_timeout=0.5)
 mon = Monitor("sig", t, spool=Spool(sys.argv[1], "sig"), linger=0.001, retry_backoff=0.05)
 flush_on_sigterm(timeout=0.5)
 for i in range(300):
@@ -135,8 +139,10 @@ time.sleep(60)
 """
 
 
-def test_sigterm_keeps_unsent_events_in_the_spool_and_still_terminates(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CHILD), str(tmp_path)],
+@pytest.mark.parametrize("client", ["confluent-kafka", "kafka-python"])
+def test_sigterm_keeps_unsent_events_in_the_spool_and_still_terminates(tmp_path, client):
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CHILD), str(tmp_path),
+                             client],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     assert proc.stdout.readline().strip() == b"ready"
     proc.send_signal(signal.SIGTERM)
