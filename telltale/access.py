@@ -71,6 +71,47 @@ def speaks_tls(bootstrap: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def sasl_mechanisms(cfg: Config, timeout: float = 3.0) -> list[str] | None:
+    """The SASL mechanisms the first bootstrap broker enables, asked with one SaslHandshake
+    v1 request (Kafka protocol API 17) over the configured TLS; None if it did not answer.
+
+    kafka-python's own log names an unsupported mechanism only when the broker's answer
+    arrives before it closes the socket, which is a race; this asks directly."""
+    import struct
+
+    host, _, port = cfg.kafka.split(",")[0].strip().rpartition(":")
+    mech = cfg.kafka_sasl_mechanism.encode()
+    client = b"telltale-doctor"
+    body = (struct.pack(">hhih", 17, 1, 1, len(client)) + client
+            + struct.pack(">h", len(mech)) + mech)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw:
+            sock = raw
+            if cfg.kafka_security_protocol.upper().endswith("SSL"):
+                ctx = ssl.create_default_context(cafile=cfg.kafka_ssl_cafile)
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                sock = ctx.wrap_socket(raw)
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            data = b""
+            while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return None
+                data += chunk
+    except (OSError, ValueError):
+        return None
+    try:
+        (count,) = struct.unpack_from(">i", data, 10)  # size, correlation id, error code
+        pos, names = 14, []
+        for _ in range(max(count, 0)):
+            (n,) = struct.unpack_from(">h", data, pos)
+            names.append(data[pos + 2:pos + 2 + n].decode())
+            pos += 2 + n
+        return names
+    except (struct.error, UnicodeDecodeError):
+        return None
+
+
 def explain_kafka_failure(cfg: Config, log_text: str, exc: BaseException | None = None) -> str:
     """One line: why Kafka at ``cfg.kafka`` did not let us in, and what to check."""
     where = f"Kafka at {cfg.kafka}"
@@ -104,6 +145,11 @@ def explain_kafka_failure(cfg: Config, log_text: str, exc: BaseException | None 
         return (f"{where} expects TLS but TELLTALE_KAFKA_SECURITY_PROTOCOL is {proto}: set it "
                 f"to {want}, with TELLTALE_KAFKA_SSL_CAFILE if its CA is not a system one")
     if proto.startswith("SASL") and "disconnected" in log_text:
+        enabled = sasl_mechanisms(cfg)
+        if enabled and cfg.kafka_sasl_mechanism.upper() not in enabled:
+            return (f"{where} does not accept SASL mechanism {cfg.kafka_sasl_mechanism}: set "
+                    "TELLTALE_KAFKA_SASL_MECHANISM to one the broker enables: "
+                    + ", ".join(enabled))
         # the broker may close the socket before its SaslAuthenticate answer is read
         return (f"{where} closed the connection during SASL authentication: most likely it "
                 f"rejected the credentials of user {cfg.kafka_sasl_username!r} "
