@@ -632,6 +632,7 @@ def run_worker(cfg: Config, ui: bool = False) -> None:
     """Run a Faust worker in the foreground until interrupted."""
     from faust.worker import Worker
 
+    from telltale.streams import fetching
     from telltale.streams.topics import ensure_topics
 
     ensure_topics(cfg)  # also checks the Kafka credentials: a clear error, not a hang
@@ -639,8 +640,8 @@ def run_worker(cfg: Config, ui: bool = False) -> None:
         check_influx(cfg)
         ensure_database(cfg)
     app = build_app(cfg, ui=ui)
-
-
+    # the input's next data never waits behind a 1.5 s fetch of quiet partitions
+    fetching.install({cfg.metrics_topic})
     os.makedirs(cfg.data_dir, exist_ok=True)
     worker = Worker(app, loglevel=cfg.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
