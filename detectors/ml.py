@@ -1,4 +1,8 @@
-"""scikit-learn detectors: KNN distance, One-Class SVM and Isolation Forest.
+"""Reference-set detectors: KNN distance, One-Class SVM and Isolation Forest.
+
+KNN distances are exact, by brute force in numpy (a reference holds a few hundred
+vectors); the One-Class SVM is fit by scikit-learn and its kernel sum scored in numpy;
+Isolation Forest is scikit-learn's.
 
 They score feature vectors against a sliding reference set: the univariate detectors use
 shingles (the last ``shingle`` values of a series, on a log scale with ``log``); the
@@ -99,29 +103,37 @@ class ReferenceScorer:
         ref = np.asarray(fit["ref"], dtype=float)
         z = (ref - np.asarray(fit["center"])) / np.asarray(fit["scale"])
         if self.kind == "knn":
-            from sklearn.neighbors import NearestNeighbors
-
-            return NearestNeighbors(n_neighbors=min(self.k + 1, len(z)),
-                                    algorithm="kd_tree").fit(z)
+            return z  # exact neighbours by brute force: a few hundred reference vectors
         if self.kind == "ocsvm":
             from sklearn.svm import OneClassSVM
 
-            return OneClassSVM(nu=self.nu, gamma="scale").fit(z)
+            svm = OneClassSVM(nu=self.nu, gamma="scale").fit(z)
+            # scored in numpy: Σα·exp(-γ‖x - sv‖²) is score_samples without its per-call
+            # validation (checked equal to 1e-15 with scikit-learn 1.x)
+            return svm.support_vectors_, svm.dual_coef_[0], float(svm._gamma)
         from sklearn.ensemble import IsolationForest
 
         return IsolationForest(n_estimators=self.trees, random_state=self.seed).fit(z)
 
     def _raw(self, model, z: np.ndarray, self_included: bool) -> np.ndarray:
         if self.kind == "knn":
-            n_fit = model.n_samples_fit_
-            k = min(self.k + (1 if self_included else 0), n_fit)
-            dist, _ = model.kneighbors(z, n_neighbors=k)
-            return dist[:, -1]  # k-th neighbour (the point itself excluded when fitted on)
+            k = min(self.k + (1 if self_included else 0), len(model))
+            d2 = _sq_distances(z, model)
+            # k-th neighbour (the point itself excluded when fitted on)
+            return np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])
         if self.kind == "ocsvm":
-            # score_samples is the kernel sum Σα·exp(-γ‖x - sv‖²): its -log behaves like a
-            # squared distance and, unlike the sum, does not saturate far from the data
-            return -np.log(np.maximum(model.score_samples(z), 1e-300))
+            sv, coef, gamma = model
+            # the kernel sum's -log behaves like a squared distance and, unlike the sum,
+            # does not saturate far from the data
+            kernel_sum = np.exp(-gamma * _sq_distances(z, sv)) @ coef
+            return -np.log(np.maximum(kernel_sum, 1e-300))
         return -model.score_samples(z)  # higher score_samples = more normal
+
+
+def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows of ``a`` and of ``b``."""
+    diff = a[:, None, :] - b[None, :, :]
+    return np.einsum("ijk,ijk->ij", diff, diff)
 
 
 def calibrate(raw: np.ndarray, calib: np.ndarray) -> np.ndarray:
@@ -257,6 +269,66 @@ class IsolationForestDetector(ShingleModel):
     kind = "iforest"
 
 
+class StepVectors:
+    """One rank's metric values at each step of a batch: a step x metric matrix (NaN where
+    an event lacks the metric), rows in stream order."""
+
+    __slots__ = ("names", "steps", "ts", "matrix")
+
+    def __init__(self, names: list[str], steps: np.ndarray, ts: np.ndarray,
+                 matrix: np.ndarray):
+        self.names, self.steps, self.ts, self.matrix = names, steps, ts, matrix
+
+    def features(self, metrics: list[str], log: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+        """The rows whose ``metrics`` are all finite (log scale where ``log``), and their
+        row numbers."""
+        col = {m: j for j, m in enumerate(self.names)}
+        x = np.full((len(self.steps), len(metrics)), np.nan)
+        for i, m in enumerate(metrics):
+            j = col.get(m)
+            if j is not None:
+                x[:, i] = self.matrix[:, j]
+        lg = np.asarray(log, dtype=bool)
+        if lg.any():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sub = x[:, lg]
+                x[:, lg] = np.where(sub > 0, np.log(sub), np.nan)
+        rows = np.flatnonzero(np.isfinite(x).all(axis=1))
+        return x[rows], rows
+
+    def values_at(self, row: int) -> dict[str, float]:
+        return {m: float(v) for m, v in zip(self.names, self.matrix[row].tolist(), strict=True)}
+
+
+_VECTORS: list = [None, None, None]  # (batch, (kinds, exclude), vectors): the last batch's
+
+
+def step_vectors(batch: dict, kinds, exclude) -> dict[str, StepVectors]:
+    """Per rank, the step vectors of ``kinds`` metrics not matching ``exclude`` in a batch;
+    computed once per batch for all rules that ask the same (mvknn and mvocsvm)."""
+    key = (tuple(kinds), tuple(exclude))
+    if _VECTORS[0] is batch and _VECTORS[1] == key:
+        return _VECTORS[2]
+    by_rank: dict[str, list] = {}
+    for s in batch.values():
+        if s.kind in kinds and not any(fnmatch.fnmatchcase(s.metric.lower(), p)
+                                       for p in exclude):
+            by_rank.setdefault(s.rank, []).append(s)
+    out = {}
+    for rank, series in by_rank.items():
+        seqs = np.unique(np.concatenate([s.seq for s in series]))
+        matrix = np.full((len(seqs), len(series)), np.nan)
+        steps = np.zeros(len(seqs), dtype=np.int64)
+        ts = np.zeros(len(seqs))
+        for j, s in enumerate(series):
+            at = np.searchsorted(seqs, s.seq)
+            matrix[at, j] = s.values
+            steps[at], ts[at] = s.steps, s.ts
+        out[rank] = StepVectors([s.metric for s in series], steps, ts, matrix)
+    _VECTORS[:] = [batch, key, out]
+    return out
+
+
 class MultivariateKNN(UnitScored, RunRule):
     """KNN distance of a rank's vector of ``kinds`` metrics at one step (log scale for
     positive metrics) to a sliding reference of earlier steps, calibrated to 0..1; names the
@@ -289,59 +361,47 @@ class MultivariateKNN(UnitScored, RunRule):
         return {"ranks": {}}
 
     def update(self, state, batch, scores: list | None = None):
-        rows: dict[tuple[str, int], dict] = {}
-        for s in batch.values():
-            if s.kind not in self.kinds or any(fnmatch.fnmatchcase(s.metric.lower(), p)
-                                               for p in self.exclude):
-                continue
-            for q, st, v, t in zip(s.seq.tolist(), s.steps.tolist(), s.values.tolist(),
-                                   s.ts.tolist(), strict=True):
-                r = rows.setdefault((s.rank, q), {"step": st, "ts": t, "v": {}})
-                r["v"][s.metric] = v
-        by_rank: dict[str, list] = {}
-        for (rank, _q), r in sorted(rows.items(), key=lambda kv: kv[0][1]):
-            by_rank.setdefault(rank, []).append(r)
-        out = []
-        for rank, rlist in sorted(by_rank.items()):
+        out: list[RuleFinding] = []
+        for rank, sv in sorted(step_vectors(batch, self.kinds, self.exclude).items()):
             rs = state["ranks"].get(rank)
             if rs is None:
-                names = sorted(m for m, v in rlist[0]["v"].items() if np.isfinite(v))
+                first = sv.matrix[0]
+                names = sorted(m for j, m in enumerate(sv.names) if np.isfinite(first[j]))
                 if len(names) < self.min_metrics:
                     continue
+                col = {m: j for j, m in enumerate(sv.names)}
                 rs = state["ranks"][rank] = {
-                    "metrics": names, "log": [bool(rlist[0]["v"][m] > 0) for m in names],
+                    "metrics": names, "log": [bool(first[col[m]] > 0) for m in names],
                     "ref": [], "fit": None, "since": 0, "last_alert": None}
-            vecs = []
-            for r in rlist:
-                vec = [r["v"].get(m, np.nan) for m in rs["metrics"]]
-                x = np.array([np.log(v) if lg and v > 0 else (np.nan if lg else v)
-                              for v, lg in zip(vec, rs["log"], strict=True)])
-                if np.isfinite(x).all():
-                    vecs.append((r, x))
-            self._score_rank(rs, rank, vecs, out, scores)
+            x, keep = sv.features(rs["metrics"], rs["log"])
+            self._score_rank(rs, rank, sv, keep, x, out, scores)
         return out
 
-    def _score_rank(self, rs, rank, vecs, out, scores) -> None:
-        pos = 0
-        while pos < len(vecs):
+    def _score_rank(self, rs, rank, sv, rows, x, out, scores) -> None:
+        """Score the rank's complete step vectors ``x`` (rows ``rows`` of ``sv``), refitting
+        every ``refit_every`` of them; learn them into the sliding reference."""
+        pos, n = 0, len(rows)
+        steps, ts = sv.steps[rows].tolist(), sv.ts[rows].tolist()
+        while pos < n:
             fit = rs["fit"]
             if fit is None:  # learn until the reference is big enough
-                take = min(max(self.min_reference - len(rs["ref"]), 1), len(vecs) - pos)
+                take = min(max(self.min_reference - len(rs["ref"]), 1), n - pos)
             else:  # score up to the next refit in one call
-                take = min(self.refit_every - rs["since"], len(vecs) - pos)
-            seg = vecs[pos:pos + take]
+                take = min(self.refit_every - rs["since"], n - pos)
+            seg = x[pos:pos + take]
             if fit is not None:
-                raw, u = self.scorer.score(fit, np.vstack([x for _, x in seg]))
-                for (r, x), rw, uu in zip(seg, raw.tolist(), u.tolist(), strict=True):
+                raw, u = self.scorer.score(fit, seg)
+                for i, rw, uu in zip(range(pos, pos + take), raw.tolist(), u.tolist(),
+                                     strict=True):
+                    step = steps[i]
                     if scores is not None:
-                        scores.append(("step_vector", rank, r["step"], r["ts"], self.name, uu))
-                    step = r["step"]
+                        scores.append(("step_vector", rank, step, ts[i], self.name, uu))
                     if self.page and uu >= self.threshold and (
                             rs["last_alert"] is None or step - rs["last_alert"] > self.cooldown):
                         rs["last_alert"] = step
-                        out.append(self._finding(rs, rank, r, x, rw, uu))
+                        out.append(self._finding(rs, rank, sv, int(rows[i]), x[i], rw, uu))
                 rs["since"] += take
-            rs["ref"].extend(x.tolist() for _, x in seg)
+            rs["ref"].extend(seg.tolist())
             if len(rs["ref"]) > self.reference:
                 del rs["ref"][:len(rs["ref"]) - self.reference]
             pos += take
@@ -361,14 +421,16 @@ class MultivariateKNN(UnitScored, RunRule):
         nn = np.argsort(d)[:min(self.k, len(ref))]
         return np.abs(z - ref[nn].mean(axis=0))
 
-    def _finding(self, rs, rank, r, x, raw, u) -> RuleFinding:
+    def _finding(self, rs, rank, sv, row, x, raw, u) -> RuleFinding:
         dev = self.attribution(rs, x)
         order = np.argsort(-dev)[:3]
         names = [rs["metrics"][j] for j in order]
+        value = sv.values_at(row)
         top = names[0]
-        parts = ", ".join(f"{rs['metrics'][j]} {r['v'][rs['metrics'][j]]:.4g}" for j in order)
+        parts = ", ".join(f"{m} {value[m]:.4g}" for m in names)
         what = "KNN distance" if self.kind == "knn" else "One-Class SVM score"
-        return RuleFinding(top, rank, r["step"], r["ts"], float(r["v"][top]), Finding(
+        step, ts = int(sv.steps[row]), float(sv.ts[row])
+        return RuleFinding(top, rank, step, ts, float(value[top]), Finding(
             0, self.name, self.severity, float(u),
             f"the run's metrics at this step are unlike the {len(rs['fit']['ref'])} steps "
             f"before ({what} {raw:.3g}, calibrated {u:.4f}); most different: {parts}",
