@@ -63,9 +63,9 @@ def init(run: str | None = None, tags: dict | None = None, broker: str | None = 
             rank = str((tags or {}).get("rank", os.environ.get("RANK", "0")))
             sp = Spool(spool if isinstance(spool, str) else cfg.spool_dir, run, rank)
     else:
-        from telltale.embedded import shared_pipeline
+        from telltale.embedded import shared_driver
 
-        transport = CallableTransport(shared_pipeline(cfg).submit)
+        transport = CallableTransport(shared_driver(cfg).submit)
     mon = Monitor(run, transport, tags=tags, spool=sp, privacy=privacy, **options)
     if system is None:
         system = float(os.environ.get("TELLTALE_SYSTEM_INTERVAL") or 0)

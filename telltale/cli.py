@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 
 from telltale import __version__
 from telltale.config import Config, ConfigError
@@ -37,7 +38,7 @@ def cmd_demo(args) -> int:
     from telltale.producers import CallableTransport, Monitor
     from telltale.simulate import DEMO_RUNS, SERVE_RUN, SimRun
     from telltale.sinks.local import LocalStore
-    from telltale.streams.embedded import EmbeddedPipeline
+    from telltale.streams.embedded import EmbeddedDriver
 
     cfg = _config(args)
     runs = [SimRun(r.run, r.fault, r.onset, steps=args.steps, seed=r.seed) for r in DEMO_RUNS]
@@ -53,22 +54,17 @@ def cmd_demo(args) -> int:
     store = LocalStore(store_dir)
     alerts_by_run: Counter = Counter()
 
-    from telltale.embedded import embedded_notifier
-    from telltale.sinks.handlers import ConfigError
-
-    try:
-        notifier = embedded_notifier(cfg, store, args.notify_config)
-    except ConfigError as exc:
-        print(f"telltale demo: {exc}", file=sys.stderr)
-        return 2
-
     def on_alert(a):
         alerts_by_run[a["run"]] += a.get("state") == "firing"
         print(f"  {format_alert(a, verbose=True)}", flush=True)
-        if notifier is not None:
-            notifier.submit(a)
 
-    pipe = EmbeddedPipeline(cfg, store, on_alert=on_alert)
+    try:
+        driver = EmbeddedDriver(replace(cfg, notify_config=args.notify_config or
+                                        cfg.notify_config), store, on_alert=on_alert,
+                                notify=True)
+    except ConfigError as exc:
+        print(f"telltale demo: {exc}", file=sys.stderr)
+        return 2
     try:
         server = _start_ui(args, store_dir) if args.ui else None
     except ValueError as exc:
@@ -82,27 +78,24 @@ def cmd_demo(args) -> int:
     for r in [*runs, serve]:
         what = f"{r.fault} at step {r.onset}" if r.fault else "clean"
         print(f"  {r.run:14} {what}")
-    monitors = {r.run: Monitor(r.run, CallableTransport(pipe.submit), tags={"host": "demo"})
+    monitors = {r.run: Monitor(r.run, CallableTransport(driver.submit), tags={"host": "demo"})
                 for r in [*runs, serve]}
     t0 = time.perf_counter()
     logged = _demo_log(runs, monitors, args.steps, args.rate, serve)
     for m in monitors.values():
         m.close()
-    pipe.drain()
-    pipe.close()
-    if notifier is not None:
-        print("  delivering the last alerts...", flush=True)
-        notifier.close()
-        print(f"  notify: {notifier.notifier.counts}")
-    store.close()
+    driver.close(say=lambda m: print(f"  {m}", flush=True))
+    if driver.notifier is not None:
+        print(f"  notify: {driver.notifier.notifier.counts}")
     dt = time.perf_counter() - t0
-    n = pipe.counts["events"]
+    counts = driver.counts
+    n = counts["events"]
     print("\nsummary")
     print(f"  events processed: {n} (logged {logged}; end markers {len(monitors)})")
     for r in [*runs, serve]:
         print(f"  {r.run:14} incidents: {alerts_by_run[r.run]}")
-    print(f"  incidents: {sum(alerts_by_run.values())} ({pipe.counts['alerts']} alert records: "
-          f"firing/updated/resolved), points stored: {pipe.counts['points']}")
+    print(f"  incidents: {sum(alerts_by_run.values())} ({counts['alerts']} alert records: "
+          f"firing/updated/resolved), points stored: {counts['points']}")
     pace = f"paced at {args.rate:g} steps/s" if args.rate else "flat out"
     print(f"  throughput: {n / dt:,.0f} events/s over {dt:.2f} s ({pace})")
     print(f"  store: {store_dir}/ (metrics, window_stats, scores, alerts; alerts.log.jsonl)")
@@ -452,44 +445,11 @@ def _silence(args, cfg: Config) -> int:
 # -- detect / replay ----------------------------------------------------------------
 
 
-def _read_batches(path: str, batch: int = 500):
-    """Yield (run, [event dicts]) in file order, one run per batch."""
-    from telltale.schema import encode_batch
-
-    cur_run, buf = None, []
-    with open(path, "rb") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                d = json.loads(line)
-                run = d.get("run") if isinstance(d, dict) else None
-            except ValueError:
-                run, d = None, None
-            if not isinstance(run, str) or d is None:
-                if buf:
-                    yield cur_run, encode_batch(cur_run, buf)
-                    cur_run, buf = None, []
-                yield None, line  # let the decoder reject it with a reason
-                continue
-            if run != cur_run or len(buf) >= batch:
-                if buf:
-                    yield cur_run, encode_batch(cur_run, buf)
-                cur_run, buf = run, []
-            d = {k: v for k, v in d.items() if k != "run"}
-            buf.append(d)
-    if buf:
-        yield cur_run, encode_batch(cur_run, buf)
-
-
 def cmd_detect(args) -> int:
-    from telltale.streams.embedded import EmbeddedPipeline
+    from telltale.streams.embedded import EmbeddedDriver
 
     cfg = _config(args)
     out = open(args.out, "w") if args.out else sys.stdout
-    total = os.path.getsize(args.events)
-    read = 0
     rejects: list[dict] = []  # the first few, to show; all are counted
 
     def on_alert(a):
@@ -499,16 +459,13 @@ def cmd_detect(args) -> int:
         if len(rejects) < 5:
             rejects.append(r)
 
-    pipe = EmbeddedPipeline(cfg, store=None, on_alert=on_alert, on_reject=on_reject)
-    t0 = last = time.perf_counter()
-    for run, payload in _read_batches(args.events):
-        read += len(payload)
-        pipe.handle(run, payload)
-        now = time.perf_counter()
-        if args.out and now - last > 1.0:
-            print(f"\rdetect: {read / max(total, 1):6.1%} {pipe.counts['events']} events, "
-                  f"{pipe.counts['alerts']} alerts", end="", file=sys.stderr, flush=True)
-            last = now
+    def progress(done: float) -> None:
+        print(f"\rdetect: {done:6.1%} {pipe.counts['events']} events, "
+              f"{pipe.counts['alerts']} alerts", end="", file=sys.stderr, flush=True)
+
+    pipe = EmbeddedDriver(cfg, on_alert=on_alert, on_reject=on_reject)
+    t0 = time.perf_counter()
+    pipe.feed(args.events, progress if args.out else None)
     pipe.close()
     if args.out:
         out.close()
@@ -676,21 +633,16 @@ def cmd_ui(args) -> int:
 
 def _view_from_events(path: str, run: str, cfg: Config, k: float) -> dict:
     """Run the embedded pipeline over an events file; the view of ``run``."""
-    from telltale.streams.embedded import EmbeddedPipeline
+    from telltale.streams.embedded import EmbeddedDriver
     from telltale.ui.data import DataError, MemoryStore, build_view
 
     if not os.path.isfile(path):
         raise DataError(f"no events file {path}")
     store = MemoryStore()
-    pipe = EmbeddedPipeline(cfg, store)
-    total, read, last = max(os.path.getsize(path), 1), 0, time.monotonic()
-    for r, payload in _read_batches(path):
-        read += len(payload)
-        pipe.handle(r, payload)
-        if time.monotonic() - last > 1.0:
-            print(f"report: processing {path}: {read / total:.0%}, "
-                  f"{pipe.counts['events']} events", file=sys.stderr, flush=True)
-            last = time.monotonic()
+    pipe = EmbeddedDriver(cfg, store)
+    pipe.feed(path, lambda done: print(f"report: processing {path}: {done:.0%}, "
+                                       f"{pipe.counts['events']} events", file=sys.stderr,
+                                       flush=True))
     pipe.close()
     if run not in store.points:
         runs = ", ".join(sorted(store.points)) or "none"
