@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from telltale.config import Config
+from telltale.extras import require
 from telltale.schema import Rejected, decode_message, encode_batch
 from telltale.streams.processor import Output, RunProcessor
 
@@ -159,6 +160,7 @@ class EmbeddedDriver:
     def __init__(self, config: Config, store=None, *,
                  on_alert: Callable[[dict], None] | None = None,
                  on_reject: Callable[[dict], None] | None = None, notify: bool = False):
+        require("worker", "the embedded pipeline", ("sklearn",))  # the run rules' models
         self.config = config
         self.store = store
         self.notifier = _notifier(config, store) if notify else None  # ConfigError: now
