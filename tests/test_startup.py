@@ -86,13 +86,16 @@ def test_bad_windows_and_policy_stop_commands_before_they_start(events, tmp_path
     assert "TELLTALE_PIPELINES" in line and str(bad) in line
 
 
-def test_init_without_a_broker_checks_the_windows(tmp_path, monkeypatch):
-    import telltale as tt
-
-    monkeypatch.delenv("TELLTALE_KAFKA", raising=False)
-    monkeypatch.setenv("TELLTALE_STORE_DIR", str(tmp_path))
-    with pytest.raises(ConfigError, match="TELLTALE_WINDOWS"):
-        tt.init("r", config=Config(windows=("time:0s",)), handle_sigterm=False)
+def test_init_without_a_broker_checks_the_windows(tmp_path):
+    # a process of its own: the embedded driver is one per process, built by the first init()
+    proc = subprocess.run(
+        [sys.executable, "-c", "import telltale; telltale.init('r', handle_sigterm=False)"],
+        capture_output=True, text=True, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TELLTALE_WINDOWS": "time:0s",
+             "TELLTALE_STORE_DIR": str(tmp_path)})
+    assert proc.returncode != 0
+    assert "telltale.config.ConfigError: TELLTALE_WINDOWS (--windows): bad window 'time:0s'" \
+        in proc.stderr
 
 
 @pytest.mark.parametrize("blocked, args, says", [
