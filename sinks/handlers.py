@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
+from telltale.config import ConfigError  # one error class for every setting
 from telltale.private import makedirs, open_private
 from telltale.records import record_key
 from telltale.redact import redact_url, redact_urls
@@ -50,10 +51,6 @@ NOTIFICATION_SCHEMA = "telltale.notification/1"
 
 class DeliveryError(Exception):
     """A handler could not deliver (the receiver is down or refused)."""
-
-
-class ConfigError(ValueError):
-    """The notify configuration is invalid; the message says what to fix."""
 
 
 def idempotency_key(a: dict) -> str:

@@ -2,12 +2,16 @@
 
 Producers hand batches to :meth:`EmbeddedPipeline.submit` (what they would send to
 Kafka); a consumer thread decodes them with the worker's own decoder and runs the same
-:class:`RunProcessor`. Nothing here knows about Kafka or Faust.
+:class:`RunProcessor`. :class:`EmbeddedDriver` is the one way the CLI (``demo``,
+``detect``, ``report --events``) and ``telltale.init()`` without a broker drive it.
+Nothing here knows about Kafka or Faust.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -15,7 +19,8 @@ from collections import Counter
 from collections.abc import Callable
 
 from telltale.config import Config
-from telltale.schema import Rejected, decode_message
+from telltale.extras import require
+from telltale.schema import Rejected, decode_message, encode_batch
 from telltale.streams.processor import Output, RunProcessor
 
 log = logging.getLogger(__name__)
@@ -141,3 +146,103 @@ class EmbeddedPipeline:
         if self.on_alert is not None:
             for a in out.alerts:
                 self.on_alert(a)
+
+
+class EmbeddedDriver:
+    """The embedded pipeline with what surrounds it: a store, an alert callback and, with
+    ``notify``, in-process delivery through ``config.notify_config`` (handlers, routes,
+    silences in ``<store_dir>/silences.json``).
+
+    Fed by monitors (:meth:`submit`, on the pipeline's consumer thread) or by an events
+    file (:meth:`feed`, in the caller's thread); :meth:`close` finishes everything.
+    """
+
+    def __init__(self, config: Config, store=None, *,
+                 on_alert: Callable[[dict], None] | None = None,
+                 on_reject: Callable[[dict], None] | None = None, notify: bool = False):
+        require("worker", "the embedded pipeline", ("sklearn",))  # the run rules' models
+        self.config = config
+        self.store = store
+        self.notifier = _notifier(config, store) if notify else None  # ConfigError: now
+        self._on_alert = on_alert
+        self.pipeline = EmbeddedPipeline(config, store, on_alert=self._alert,
+                                         on_reject=on_reject)
+
+    @property
+    def counts(self) -> Counter:
+        """events, messages, alerts, points, rejected, errors."""
+        return self.pipeline.counts
+
+    def _alert(self, a: dict) -> None:
+        if self._on_alert is not None:
+            self._on_alert(a)
+        if self.notifier is not None:
+            self.notifier.submit(a)  # never blocks: delivery runs on its own thread
+
+    def submit(self, key, value: bytes, timeout: float = 1.0) -> None:
+        """A producer's batch (a :class:`~telltale.producers.CallableTransport` target)."""
+        self.pipeline.submit(key, value, timeout=timeout)
+
+    def feed(self, path: str, progress: Callable[[float], None] | None = None) -> None:
+        """Process a JSONL events file in file order; ``progress(fraction read)`` about
+        once a second."""
+        total, read, last = max(os.path.getsize(path), 1), 0, time.monotonic()
+        for run, payload in read_batches(path):
+            read += len(payload)
+            self.pipeline.handle(run, payload)
+            if progress is not None and time.monotonic() - last > 1.0:
+                progress(read / total)
+                last = time.monotonic()
+
+    def close(self, say: Callable[[str], None] | None = None) -> None:
+        """Process what was submitted, close every run's open windows, deliver the last
+        alerts (``say`` is told when that is waited for), close the store."""
+        self.pipeline.close()
+        if self.notifier is not None:
+            if say is not None:
+                say("delivering the last alerts...")
+            self.notifier.close()
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+
+
+def _notifier(config: Config, store):
+    """The in-process notifier for ``config.notify_config`` (None when unset)."""
+    if not config.notify_config:
+        return None
+    from telltale.sinks.handlers import FileSilences, NotifyConfig
+    from telltale.sinks.notify import BackgroundNotifier
+
+    return BackgroundNotifier(NotifyConfig.load(config.notify_config), FileSilences(
+        os.path.join(config.store_dir, "silences.json")), store)
+
+
+def read_batches(path: str, batch: int = 500):
+    """Yield (run, encoded batch) in file order, one run per batch; a line that is not a
+    JSON object with a string ``run`` is yielded alone, as (None, line), for the decoder
+    to reject with its reason."""
+    cur_run, buf = None, []
+    with open(path, "rb") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                d = json.loads(line)
+                run = d.get("run") if isinstance(d, dict) else None
+            except ValueError:
+                run, d = None, None
+            if not isinstance(run, str) or d is None:
+                if buf:
+                    yield cur_run, encode_batch(cur_run, buf)
+                    cur_run, buf = None, []
+                yield None, line
+                continue
+            if run != cur_run or len(buf) >= batch:
+                if buf:
+                    yield cur_run, encode_batch(cur_run, buf)
+                cur_run, buf = run, []
+            buf.append({k: v for k, v in d.items() if k != "run"})
+    if buf:
+        yield cur_run, encode_batch(cur_run, buf)

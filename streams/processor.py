@@ -16,7 +16,7 @@ from math import isfinite
 
 import numpy as np
 
-from telltale.config import Config
+from telltale.config import Config, ConfigError
 from telltale.detectors import Finding, Pipelines, WindowResult, WindowSpec, WindowStats
 from telltale.detectors.pipelines import default_pipelines
 from telltale.detectors.runrules import SeriesBatch
@@ -67,12 +67,26 @@ class Output:
         return self.points + [p for b in self.blocks for p in b.points()]
 
 
+def _policy(path: str | None) -> AlertPolicy:
+    """The alert policy in ``path`` (TELLTALE_ALERT_POLICY), else the defaults."""
+    if not path:
+        return AlertPolicy()
+    try:
+        return AlertPolicy.from_file(path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"alert policy file {path} (TELLTALE_ALERT_POLICY): {exc}; fix the "
+                          "file or unset TELLTALE_ALERT_POLICY for the defaults") from None
+
+
 class RunProcessor:
     """Window statistics and detectors for every (metric, rank) series of a run."""
 
     def __init__(self, config: Config | None = None, pipelines: Pipelines | None = None):
         config = config or Config()
-        self.windows = [WindowStats(WindowSpec.parse(w)) for w in config.windows]
+        try:
+            self.windows = [WindowStats(WindowSpec.parse(w)) for w in config.windows]
+        except ValueError as exc:
+            raise ConfigError(f"TELLTALE_WINDOWS (--windows): {exc}") from None
         if pipelines is None:
             pipelines = (Pipelines.from_file(config.pipelines_file)
                          if config.pipelines_file else default_pipelines())
@@ -80,8 +94,7 @@ class RunProcessor:
         self.rules = pipelines.run_rules()
         self.max_series = config.max_series_per_run
         self.scores = config.scores  # which scores become points: all | notable | none
-        policy = (AlertPolicy.from_file(config.alert_policy_file)
-                  if config.alert_policy_file else AlertPolicy())
+        policy = _policy(config.alert_policy_file)
         step_windows = [ws.spec.label for ws in self.windows
                         if ws.spec.by == "step" and ws.spec.tumbling]
         self.alerts = AlertTracker(policy, step_windows[0] if step_windows else None,

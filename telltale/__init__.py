@@ -20,7 +20,7 @@ def init(run: str | None = None, tags: dict | None = None, broker: str | None = 
          spool: bool | str = True, system: float | None = None,
          allowed_tags=None, hash_tags=(), text=None, salt: str | None = None,
          metric_names=None, metric_pattern: str | None = None,
-         handle_sigterm: bool = True, **options):
+         handle_sigterm: bool = True, config=None, **options):
     """Start monitoring a run; returns a :class:`~telltale.producers.Monitor`.
 
     ``run`` defaults to ``TELLTALE_RUN``. ``broker`` (or ``TELLTALE_KAFKA``) selects Kafka,
@@ -38,19 +38,25 @@ def init(run: str | None = None, tags: dict | None = None, broker: str | None = 
     ``metric_names`` / ``metric_pattern`` (only metrics whose names match these globs or
     this regex leave the process; default ``TELLTALE_METRIC_NAMES`` /
     ``TELLTALE_METRIC_PATTERN``, unset = any name).
+    ``config``: the settings (a :class:`~telltale.config.Config`; default
+    ``Config.from_env()``, with ``broker`` over ``TELLTALE_KAFKA``).
     Other keyword arguments go to :class:`~telltale.producers.Monitor` (``max_queue``,
     ``batch_size``, ``overflow``, ...).
     """
     global _current
+    from dataclasses import replace
+
     from telltale.config import Config
     from telltale.producers import CallableTransport, Monitor, kafka_transport
     from telltale.producers.privacy import Privacy, drop_text
     from telltale.producers.spool import Spool
 
-    run = run or os.environ.get("TELLTALE_RUN")
+    cfg = config or Config.from_env()
+    if broker:
+        cfg = replace(cfg, kafka=broker)
+    run = run or cfg.run
     if not run:
         raise ValueError("telltale.init needs a run id: init(run='exp-1') or TELLTALE_RUN")
-    cfg = Config.from_env(kafka=broker)
     privacy = Privacy(cfg.allowed_tags if allowed_tags is None else allowed_tags,
                       hash_tags=hash_tags, text=text or drop_text, salt=salt,
                       salt_file=cfg.hash_salt_file,
@@ -63,12 +69,12 @@ def init(run: str | None = None, tags: dict | None = None, broker: str | None = 
             rank = str((tags or {}).get("rank", os.environ.get("RANK", "0")))
             sp = Spool(spool if isinstance(spool, str) else cfg.spool_dir, run, rank)
     else:
-        from telltale.embedded import shared_pipeline
+        from telltale.embedded import shared_driver
 
-        transport = CallableTransport(shared_pipeline(cfg).submit)
+        transport = CallableTransport(shared_driver(cfg).submit)
     mon = Monitor(run, transport, tags=tags, spool=sp, privacy=privacy, **options)
     if system is None:
-        system = float(os.environ.get("TELLTALE_SYSTEM_INTERVAL") or 0)
+        system = cfg.system_interval
     if system:
         from telltale.producers.system import SystemSampler
 

@@ -1,12 +1,18 @@
-"""Configuration from environment variables (``TELLTALE_*``), overridable by CLI flags.
+"""Every setting, declared once: its environment variable (``TELLTALE_*``), default, check
+and, for some, a CLI flag. :meth:`Config.from_env` is the one place the environment is read;
+the CLI makes its flags from the same declaration (:func:`add_flag`, :func:`from_args`).
 
 No ``TELLTALE_KAFKA`` means the embedded default: one process, in-memory bus, local store.
+An empty variable counts as unset, except for lists (``TELLTALE_ALLOWED_TAGS=`` allows none).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-from dataclasses import dataclass, field, fields, replace
+import re
+from collections.abc import Callable
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 
 DEFAULT_WINDOWS = ("step:100", "step:100/50", "time:60s")
 DEFAULT_ALLOWED_TAGS = ("rank", "host", "node", "model")
@@ -16,17 +22,63 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 # value's; only values a detector finds abnormal (or alerts on) plus every 10th value of
 # each series as a trace; none (raw values, window statistics and alerts are always written)
 SCORES_MODES = ("all", "notable", "none")
+LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "critical")
 
 
 class ConfigError(ValueError):
     """A setting is missing or inconsistent; the message says which and how to fix it."""
 
 
-def _env_list(name: str, default: tuple[str, ...] | None, env=None) -> tuple[str, ...] | None:
-    raw = (os.environ if env is None else env).get(name)
-    if raw is None:
-        return default
+# -- how a raw string becomes a value, and what a value must be -------------------------
+
+
+def _words(raw: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in raw.split(",") if x.strip())
+
+
+def _switch(raw: str) -> bool:
+    return raw not in ("", "0")
+
+
+def _regex(raw: str) -> str:
+    try:
+        re.compile(raw)
+    except re.error as exc:
+        raise ValueError(f"is not a regular expression ({exc})") from None
+    return raw
+
+
+def _at_least(low: float) -> Callable:
+    return lambda v: None if v >= low else f"must be at least {low:g}"
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be more than 0"
+
+
+def _port(v: int) -> str | None:
+    return None if 0 <= v <= 65535 else "must be a port, 0..65535"
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable:
+    return lambda v: None if v is None or v in choices else f"is not one of {', '.join(choices)}"
+
+
+def _home(*parts: str) -> Callable[[], str]:
+    return lambda: os.path.join(os.path.expanduser("~"), *parts)
+
+
+def setting(default=None, env: str = "", help: str = "", *, parse: Callable = str,
+            flag: str | None = None, check: Callable | None = None, factory=None,
+            secret: bool = False, file_env: str | None = None, empty: bool = False) -> Field:
+    """A :class:`Config` field: ``env`` is read through ``parse`` (raises ValueError), then
+    ``check`` (returns a reason or None); ``file_env`` names a file holding the value;
+    ``empty``: an empty variable is a value (lists), not unset."""
+    meta = {"env": env, "help": help, "parse": parse, "flag": flag, "check": check,
+            "file_env": file_env, "empty": empty}
+    if factory is not None:
+        return field(default_factory=factory, repr=not secret, metadata=meta)
+    return field(default=default, repr=not secret, metadata=meta)
 
 
 def _read_secret(path: str | None, var: str) -> str:
@@ -40,50 +92,93 @@ def _read_secret(path: str | None, var: str) -> str:
         raise ConfigError(f"cannot read {var}={path}: {exc.strerror}") from None
 
 
+def _parse(f: Field, raw: str, where: str):
+    """``raw`` through the field's parser; a ConfigError names ``where`` it was set."""
+    parse = f.metadata["parse"]
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        reason = {int: "is not a whole number", float: "is not a number"}.get(parse, str(exc))
+        raise ConfigError(f"{where}={raw!r} {reason}") from None
+
+
+# -- the settings -------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Config:
-    kafka: str | None = None  # bootstrap servers; None = embedded
-    topic_prefix: str = "telltale"
-    partitions: int = 4
-    app_id: str = "telltale-worker"
-    influx_url: str | None = None  # None = local store
+    """Telltale's settings; ``Config()`` is the defaults, :meth:`from_env` the deployment's."""
+
+    kafka: str | None = setting(None, "TELLTALE_KAFKA", "bootstrap servers", flag="--kafka")
+    topic_prefix: str = setting(
+        "telltale", "TELLTALE_TOPIC_PREFIX", "topic name prefix: PREFIX.metrics, "
+        "PREFIX.alerts, PREFIX.deadletter", flag="--topic-prefix")
+    partitions: int = setting(4, "TELLTALE_PARTITIONS", "partitions of new topics", parse=int,
+                              check=_at_least(1), flag="--partitions")
+    app_id: str = setting("telltale-worker", "TELLTALE_APP_ID",
+                          "the worker's Faust app id = consumer group", flag="--app-id")
+    influx_url: str | None = setting(None, "TELLTALE_INFLUX_URL", "InfluxDB URL; token from "
+                                     "TELLTALE_INFLUX_TOKEN", flag="--influx-url")
     # "user:password" for InfluxDB 1.8; empty when auth is off; never in repr
-    influx_token: str = field(default="", repr=False)
-    influx_org: str = "-"
-    influx_db: str = "telltale"
-    store_dir: str = "telltale-data"
-    data_dir: str = ".telltale-worker"
-    windows: tuple[str, ...] = DEFAULT_WINDOWS
-    pipelines_file: str | None = None
-    alert_policy_file: str | None = None  # JSON AlertPolicy (streams/lifecycle.py)
-    notify_config: str | None = None  # YAML/JSON handlers + routes (sinks/handlers.py)
-    web_port: int = 6066
-    faust_web_views: bool = False  # Faust's own /router/ and /table/ views on the web server
-    max_series_per_run: int = 2000  # metric × rank series one run may have
-    max_active_runs: int = 50_000  # runs with state one worker holds (un-ended)
-    run_idle_ttl: float = 86_400.0  # a run without events this long (s) is ended
-    spill_max_bytes: int = 1 << 30  # InfluxDB-down spill on disk; past it input waits
-    session_timeout: float = 8.0  # s: a worker silent this long (kill -9) loses its partitions
-    log_level: str = "warning"
+    influx_token: str = setting("", "TELLTALE_INFLUX_TOKEN", secret=True,
+                                file_env="TELLTALE_INFLUX_TOKEN_FILE")
+    influx_org: str = setting("-", "TELLTALE_INFLUX_ORG")
+    influx_db: str = setting("telltale", "TELLTALE_INFLUX_DB", "InfluxDB database",
+                             flag="--influx-db")
+    store_dir: str = setting("telltale-data", "TELLTALE_STORE_DIR", "embedded mode's store",
+                             flag="--store-dir")
+    data_dir: str = setting(".telltale-worker", "TELLTALE_DATA_DIR", "worker's local data dir",
+                            flag="--data-dir")
+    windows: tuple[str, ...] = setting(
+        DEFAULT_WINDOWS, "TELLTALE_WINDOWS", "window specs, e.g. step:100,step:100/50,time:60s",
+        parse=_words, flag="--windows")
+    pipelines_file: str | None = setting(None, "TELLTALE_PIPELINES")  # JSON detector pipelines
+    alert_policy_file: str | None = setting(None, "TELLTALE_ALERT_POLICY")  # JSON AlertPolicy
+    notify_config: str | None = setting(None, "TELLTALE_NOTIFY_CONFIG",
+                                        "handlers and routes, YAML or JSON")
+    web_port: int = setting(6066, "TELLTALE_WEB_PORT", "the worker's web server port",
+                            parse=int, check=_port, flag="--web-port")
+    # Faust's own /router/ and /table/ views on the worker's web server
+    faust_web_views: bool = setting(False, "TELLTALE_FAUST_WEB_VIEWS", parse=_switch)
+    worker_ui: bool = setting(False, "TELLTALE_WORKER_UI", parse=_switch)  # the worker's /ui/
+    max_series_per_run: int = setting(2000, "TELLTALE_MAX_SERIES_PER_RUN", parse=int,
+                                      check=_at_least(1))  # metric × rank series of one run
+    max_active_runs: int = setting(50_000, "TELLTALE_MAX_ACTIVE_RUNS", parse=int,
+                                   check=_at_least(1))  # runs with state one worker holds
+    run_idle_ttl: float = setting(86_400.0, "TELLTALE_RUN_IDLE_TTL", parse=float,
+                                  check=_positive)  # s without events: the run is ended
+    spill_max_bytes: int = setting(1 << 30, "TELLTALE_SPILL_MAX_BYTES", parse=int,
+                                   check=_at_least(0))  # InfluxDB-down spill; past it input waits
+    session_timeout: float = setting(8.0, "TELLTALE_SESSION_TIMEOUT", parse=float,
+                                     check=_positive)  # s: a silent worker loses its partitions
+    log_level: str = setting("warning", "TELLTALE_LOG_LEVEL", "debug|info|warning|error",
+                             check=lambda v: _one_of(LOG_LEVELS)(v.lower()), flag="--log-level")
     # Kafka security, passed through to kafka-python (see kafka_options()); secrets not in repr
-    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
-    kafka_sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = field(default=None, repr=False)
-    kafka_sasl_password_file: str | None = None
-    kafka_ssl_cafile: str | None = None
-    kafka_ssl_certfile: str | None = None
-    kafka_ssl_keyfile: str | None = None
-    spool_dir: str = field(default_factory=lambda: os.path.join(
-        os.path.expanduser("~"), ".cache", "telltale", "spool"))
-    allowed_tags: tuple[str, ...] = DEFAULT_ALLOWED_TAGS
-    # producer privacy: the salt for hash_tags (a random one is made there on first use),
-    # and an optional metric-name policy (names allowed, as globs, and/or a regex)
-    hash_salt_file: str = field(default_factory=lambda: os.path.join(
-        os.path.expanduser("~"), ".config", "telltale", "hash-salt"))
-    metric_names: tuple[str, ...] | None = None
-    metric_pattern: str | None = None
-    scores: str = "notable"  # one of SCORES_MODES
+    kafka_security_protocol: str = setting("PLAINTEXT", "TELLTALE_KAFKA_SECURITY_PROTOCOL",
+                                           parse=str.upper)
+    kafka_sasl_mechanism: str | None = setting(None, "TELLTALE_KAFKA_SASL_MECHANISM",
+                                               parse=str.upper)
+    kafka_sasl_username: str | None = setting(None, "TELLTALE_KAFKA_SASL_USERNAME")
+    kafka_sasl_password: str | None = setting(None, "TELLTALE_KAFKA_SASL_PASSWORD", secret=True)
+    kafka_sasl_password_file: str | None = setting(None, "TELLTALE_KAFKA_SASL_PASSWORD_FILE")
+    kafka_ssl_cafile: str | None = setting(None, "TELLTALE_KAFKA_SSL_CAFILE")
+    kafka_ssl_certfile: str | None = setting(None, "TELLTALE_KAFKA_SSL_CERTFILE")
+    kafka_ssl_keyfile: str | None = setting(None, "TELLTALE_KAFKA_SSL_KEYFILE")
+    # the producer: run id, spool, system sampling and privacy (tags allowed, the salt for
+    # hash_tags, made on first use, and an optional metric-name policy: globs and/or a regex)
+    run: str | None = setting(None, "TELLTALE_RUN")
+    spool_dir: str = setting(env="TELLTALE_SPOOL_DIR", help="spool directory",
+                             factory=_home(".cache", "telltale", "spool"))
+    system_interval: float = setting(0.0, "TELLTALE_SYSTEM_INTERVAL", parse=float,
+                                     check=_at_least(0))  # s between system samples; 0 = off
+    allowed_tags: tuple[str, ...] = setting(DEFAULT_ALLOWED_TAGS, "TELLTALE_ALLOWED_TAGS",
+                                            parse=_words, empty=True)
+    hash_salt_file: str = setting(env="TELLTALE_HASH_SALT_FILE",
+                                  factory=_home(".config", "telltale", "hash-salt"))
+    metric_names: tuple[str, ...] | None = setting(None, "TELLTALE_METRIC_NAMES", parse=_words,
+                                                   empty=True)
+    metric_pattern: str | None = setting(None, "TELLTALE_METRIC_PATTERN", parse=_regex)
+    scores: str = setting("notable", "TELLTALE_SCORES", parse=lambda r: r.strip().lower())
 
     def __post_init__(self):
         if self.scores not in SCORES_MODES:
@@ -91,6 +186,14 @@ class Config:
                               f"{', '.join(SCORES_MODES)}: 'all' writes every value's detector "
                               "scores, 'notable' (the default) only abnormal values' plus a "
                               "trace, 'none' no scores")
+        for f in fields(self):
+            check = f.metadata["check"]
+            value = getattr(self, f.name)
+            reason = check(value) if check is not None else None
+            if reason:
+                flag = f.metadata["flag"]
+                raise ConfigError(f"{f.metadata['env']}={value!r} {reason}"
+                                  + (f" (set by the variable or {flag})" if flag else ""))
 
     @property
     def metrics_topic(self) -> str:
@@ -110,50 +213,20 @@ class Config:
 
     @classmethod
     def from_env(cls, env=None, **overrides) -> Config:
+        """The settings from ``env`` (default ``os.environ``), then ``overrides`` that are
+        not None; a :class:`ConfigError` names the variable that is wrong."""
         env = os.environ if env is None else env
-        g = env.get
-        cfg = cls(
-            kafka=g("TELLTALE_KAFKA") or None,
-            topic_prefix=g("TELLTALE_TOPIC_PREFIX", cls.topic_prefix),
-            partitions=int(g("TELLTALE_PARTITIONS", cls.partitions)),
-            app_id=g("TELLTALE_APP_ID", cls.app_id),
-            influx_url=g("TELLTALE_INFLUX_URL") or None,
-            influx_token=g("TELLTALE_INFLUX_TOKEN") or _read_secret(
-                g("TELLTALE_INFLUX_TOKEN_FILE"), "TELLTALE_INFLUX_TOKEN_FILE"),
-            influx_org=g("TELLTALE_INFLUX_ORG", cls.influx_org),
-            influx_db=g("TELLTALE_INFLUX_DB", cls.influx_db),
-            store_dir=g("TELLTALE_STORE_DIR", cls.store_dir),
-            data_dir=g("TELLTALE_DATA_DIR", cls.data_dir),
-            windows=_env_list("TELLTALE_WINDOWS", DEFAULT_WINDOWS, env),
-            pipelines_file=g("TELLTALE_PIPELINES") or None,
-            alert_policy_file=g("TELLTALE_ALERT_POLICY") or None,
-            notify_config=g("TELLTALE_NOTIFY_CONFIG") or None,
-            web_port=int(g("TELLTALE_WEB_PORT", cls.web_port)),
-            faust_web_views=g("TELLTALE_FAUST_WEB_VIEWS", "") not in ("", "0"),
-            max_series_per_run=int(g("TELLTALE_MAX_SERIES_PER_RUN", cls.max_series_per_run)),
-            max_active_runs=int(g("TELLTALE_MAX_ACTIVE_RUNS", cls.max_active_runs)),
-            run_idle_ttl=float(g("TELLTALE_RUN_IDLE_TTL", cls.run_idle_ttl)),
-            spill_max_bytes=int(g("TELLTALE_SPILL_MAX_BYTES", cls.spill_max_bytes)),
-            session_timeout=float(g("TELLTALE_SESSION_TIMEOUT", cls.session_timeout)),
-            log_level=g("TELLTALE_LOG_LEVEL", cls.log_level),
-            kafka_security_protocol=(g("TELLTALE_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").upper(),
-            kafka_sasl_mechanism=(g("TELLTALE_KAFKA_SASL_MECHANISM") or "").upper() or None,
-            kafka_sasl_username=g("TELLTALE_KAFKA_SASL_USERNAME") or None,
-            kafka_sasl_password=g("TELLTALE_KAFKA_SASL_PASSWORD") or None,
-            kafka_sasl_password_file=g("TELLTALE_KAFKA_SASL_PASSWORD_FILE") or None,
-            kafka_ssl_cafile=g("TELLTALE_KAFKA_SSL_CAFILE") or None,
-            kafka_ssl_certfile=g("TELLTALE_KAFKA_SSL_CERTFILE") or None,
-            kafka_ssl_keyfile=g("TELLTALE_KAFKA_SSL_KEYFILE") or None,
-            spool_dir=g("TELLTALE_SPOOL_DIR") or cls.__dataclass_fields__["spool_dir"]
-            .default_factory(),
-            allowed_tags=_env_list("TELLTALE_ALLOWED_TAGS", DEFAULT_ALLOWED_TAGS, env),
-            hash_salt_file=g("TELLTALE_HASH_SALT_FILE") or cls.__dataclass_fields__[
-                "hash_salt_file"].default_factory(),
-            metric_names=_env_list("TELLTALE_METRIC_NAMES", None, env),
-            metric_pattern=g("TELLTALE_METRIC_PATTERN") or None,
-            scores=(g("TELLTALE_SCORES") or cls.scores).strip().lower(),
-        )
+        values = {}
+        for f in fields(cls):
+            m = f.metadata
+            raw = env.get(m["env"])
+            if raw is None or (raw == "" and not m["empty"]):
+                if m["file_env"] and env.get(m["file_env"]):
+                    values[f.name] = _read_secret(env[m["file_env"]], m["file_env"])
+                continue
+            values[f.name] = _parse(f, raw, m["env"])
         names = {f.name for f in fields(cls)}
+        cfg = cls(**values)
         return replace(cfg, **{k: v for k, v in overrides.items() if k in names and v is not None})
 
     def kafka_options(self) -> dict:
@@ -192,3 +265,50 @@ class Config:
                                           "exist")
                     opts[f"ssl_{key}"] = path
         return opts
+
+
+# -- CLI flags from the declaration -------------------------------------------------------
+
+
+_FIELDS = {f.name: f for f in fields(Config)}
+
+
+class _Flag(argparse.Action):
+    """Stores a setting's flag as given (parsed later, by :func:`from_args`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        given = getattr(namespace, "settings_given", None)
+        if given is None:
+            given = {}
+            namespace.settings_given = given
+        given[self.dest] = option_string
+
+
+def add_flag(parser: argparse.ArgumentParser, name: str, help: str | None = None,
+             flag: str | None = None) -> None:
+    """A flag for setting ``name``: its declared flag and help, the variable and default
+    appended (``help`` / ``flag`` replace the declared ones)."""
+    f = _FIELDS[name]
+    m = f.metadata
+    default = f.default if f.default is not MISSING else f.default_factory()
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    where = f"env {m['env']}" + (f", default {default}" if default not in (None, "")
+                                 and help is None else "")
+    parser.add_argument(flag or m["flag"], dest=name, action=_Flag,
+                        help=f"{help or m['help']} ({where})")
+
+
+def add_flags(parser: argparse.ArgumentParser, *names: str) -> None:
+    """:func:`add_flag` for each of ``names``."""
+    for name in names:
+        add_flag(parser, name)
+
+
+def from_args(args: argparse.Namespace, env=None) -> Config:
+    """The settings from the environment, then the flags given on the command line (a
+    :class:`ConfigError` names the flag when its value is wrong)."""
+    over = {name: _parse(_FIELDS[name], getattr(args, name), flag)
+            for name, flag in (getattr(args, "settings_given", None) or {}).items()}
+    return Config.from_env(env, **over)

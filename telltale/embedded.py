@@ -1,4 +1,5 @@
-"""The process-wide embedded pipeline that ``telltale.init`` uses when no broker is set."""
+"""Alert lines for people, and the process-wide embedded driver ``telltale.init`` uses when
+no broker is set."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import threading
 from telltale.config import Config
 
 _lock = threading.Lock()
-_pipeline = None
+_driver = None
 
 
 def format_alert(a: dict, verbose: bool = False) -> str:
@@ -26,47 +27,26 @@ def format_alert(a: dict, verbose: bool = False) -> str:
     return line
 
 
-def embedded_notifier(cfg: Config, store=None, path: str | None = None):
-    """The in-process notifier when a notify config is set (TELLTALE_NOTIFY_CONFIG)."""
-    path = path or cfg.notify_config
-    if not path:
-        return None
-    import os
-
-    from telltale.sinks.handlers import FileSilences, NotifyConfig
-    from telltale.sinks.notify import BackgroundNotifier
-
-    return BackgroundNotifier(NotifyConfig.load(path),
-                              FileSilences(os.path.join(cfg.store_dir, "silences.json")), store)
-
-
-def shared_pipeline(cfg: Config):
-    """One embedded pipeline per process, closed at exit."""
-    global _pipeline
+def shared_driver(cfg: Config):
+    """One embedded driver per process (store ``cfg.store_dir``, alerts on stderr and to
+    ``cfg.notify_config``'s handlers), closed at exit."""
+    global _driver
     with _lock:
-        if _pipeline is None:
+        if _driver is None:
             from telltale.sinks.local import LocalStore
-            from telltale.streams.embedded import EmbeddedPipeline
+            from telltale.streams.embedded import EmbeddedDriver
 
-            store = LocalStore(cfg.store_dir)
-            notifier = embedded_notifier(cfg, store)
-
-            def on_alert(a):
-                print("telltale: " + format_alert(a, verbose=True), file=sys.stderr)
-                if notifier is not None:
-                    notifier.submit(a)  # never blocks: delivery runs on its own thread
-
-            _pipeline = EmbeddedPipeline(cfg, store, on_alert=on_alert)
-            _pipeline.notifier = notifier
+            _driver = EmbeddedDriver(
+                cfg, LocalStore(cfg.store_dir), notify=True,
+                on_alert=lambda a: print("telltale: " + format_alert(a, verbose=True),
+                                         file=sys.stderr))
             atexit.register(_close_at_exit)
-        return _pipeline
+        return _driver
 
 
 def _close_at_exit() -> None:
     from telltale.producers.client import _close_all
 
     _close_all()  # monitors first, so their last batches reach the pipeline
-    if _pipeline is not None:
-        _pipeline.close()
-        if getattr(_pipeline, "notifier", None) is not None:
-            _pipeline.notifier.close()
+    if _driver is not None:
+        _driver.close()
