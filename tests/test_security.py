@@ -31,10 +31,11 @@ import pytest
 from conftest import ROOT, wait_for
 from servers import WebhookServer, free_port
 
-from telltale.access import AccessError, influx_query
+from telltale.access import AccessError
 from telltale.config import Config
 from telltale.producers import KafkaTransport, Monitor
 from telltale.simulate import SimRun, simulate
+from telltale.sinks.influx import influx_query
 
 pytestmark = pytest.mark.services
 

@@ -13,14 +13,13 @@ import math
 import os
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import defaultdict
 
 import numpy as np
 
+from telltale.access import AccessError
 from telltale.config import Config
+from telltale.sinks.influx import QueryFailed, first_series
 
 MEASUREMENTS = ("metrics", "window_stats", "scores", "alerts")
 INTERNAL_FAMILIES = ("grad_norm", "param_norm", "update_ratio", "act_mean", "act_std",
@@ -205,26 +204,10 @@ class InfluxSource:
 
     def query(self, q: str) -> list[dict]:
         """Series of the first statement's result (``[]`` when nothing matched)."""
-        url = f"{self.cfg.influx_url}/query?" + urllib.parse.urlencode(
-            {"db": self.cfg.influx_db, "q": q, "epoch": "ns"})
-        req = urllib.request.Request(url)
-        if self.cfg.influx_token:
-            req.add_header("Authorization", f"Token {self.cfg.influx_token}")
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                doc = json.load(resp)
-        except urllib.error.HTTPError as exc:
-            from telltale.access import explain_influx_status
-
-            raise DataError(explain_influx_status(self.cfg, exc.code)) from None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"InfluxDB at {self.cfg.influx_url} did not answer ({exc}); "
-                            "check TELLTALE_INFLUX_URL or start it (scripts/services.sh "
-                            "start)") from None
-        res = doc.get("results", [{}])[0]
-        if "error" in res:
-            raise DataError(f"InfluxDB query failed: {res['error']} ({q})")
-        return res.get("series", [])
+            return first_series(self.cfg, q, timeout=30)
+        except (AccessError, QueryFailed) as exc:
+            raise DataError(str(exc)) from None
 
     def _points(self, measurement: str, where: str) -> list[dict]:
         out = []
