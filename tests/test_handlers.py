@@ -1,4 +1,5 @@
-"""Delivery (sinks/handlers.py): handlers against real local servers, routing, silences."""
+"""Delivery (sinks/handlers.py, routes.py, silences.py, delivery.py): handlers against real
+local servers, routing, silences."""
 
 import json
 import subprocess
@@ -9,15 +10,9 @@ import time
 import pytest
 from servers import SmtpServer, WebhookServer
 
-from telltale.sinks.handlers import (
-    ConfigError,
-    FileSilences,
-    Notifier,
-    NotifyConfig,
-    Silence,
-    new_silence,
-    parse_duration,
-)
+from telltale.sinks.delivery import Notifier, NotifyConfig
+from telltale.sinks.handlers import ConfigError
+from telltale.sinks.silences import FileSilences, Silence, new_silence, parse_duration
 
 
 def alert(run="r1", metric="loss", severity="warning", state="firing", step=10, aid="a1"):

@@ -571,7 +571,7 @@ def test_webhook_and_slack_urls_never_shown(secure, tmp_path, caplog):
 
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from telltale.sinks.handlers import Notifier, NotifyConfig
+    from telltale.sinks.delivery import Notifier, NotifyConfig
     from telltale.streams.topics import ensure_topics
 
     acfg = Config.from_env(client_env(secure, "admin", tmp_path))
