@@ -24,6 +24,7 @@ from telltale.schema import Rejected, dumps
 from telltale.sinks.delivery import Notifier, NotifyConfig
 from telltale.sinks.kafka import close_quietly, reconnect
 from telltale.sinks.silences import KafkaSilences
+from telltale.sinks.store import Store
 
 log = logging.getLogger("telltale.notify")
 
@@ -133,7 +134,8 @@ class BackgroundNotifier:
     """Embedded mode: delivers alerts on a thread; ``submit`` never blocks the caller
     (alerts beyond ``maxsize`` waiting are counted and written to the dead-letter file)."""
 
-    def __init__(self, ncfg: NotifyConfig, silences, store=None, maxsize: int = 10_000):
+    def __init__(self, ncfg: NotifyConfig, silences, store: Store | None = None,
+                 maxsize: int = 10_000):
         self.store = store
         self.notifier = Notifier(ncfg, silences.list, self._dead_letter)
         self.group_wait = ncfg.group_wait

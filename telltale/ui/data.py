@@ -1,4 +1,5 @@
-"""Where the dashboard's data comes from: the local store (embedded mode) or InfluxDB.
+"""The dashboard's data: its two sources (the local store of embedded mode, InfluxDB) and
+the view model.
 
 Both sources hand :func:`build_view` the same thing: a run's points per measurement
 (``{"measurement", "tags", "fields", "time"}`` dicts, as the local store writes them) and
@@ -20,6 +21,7 @@ import numpy as np
 from telltale.access import AccessError
 from telltale.config import Config
 from telltale.sinks.influx import QueryFailed, first_series
+from telltale.sinks.memory import MemoryStore as MemoryStore  # for cli.py's report
 
 MEASUREMENTS = ("metrics", "window_stats", "scores", "alerts")
 INTERNAL_FAMILIES = ("grad_norm", "param_norm", "update_ratio", "act_mean", "act_std",
@@ -272,29 +274,6 @@ def _alert_from_point(p: dict) -> dict:
     if f.get("resolved_because"):
         a["stats"] = {"resolved_because": f["resolved_because"]}
     return a
-
-
-class MemoryStore:
-    """Collects the embedded pipeline's output in memory (for reports from an events file)."""
-
-    def __init__(self):
-        self.points: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-        self.alerts: dict[str, list[dict]] = defaultdict(list)
-        self.deadletters: list[dict] = []
-
-    def write_points(self, points) -> None:
-        for p in points:
-            self.points[p.tags["run"]][p.measurement].append(p.to_dict())
-
-    def write_alerts(self, alerts) -> None:
-        for a in alerts:
-            self.alerts[a["run"]].append(a)
-
-    def write_deadletters(self, records) -> None:
-        self.deadletters.extend(records)
-
-    def flush(self) -> None:
-        pass
 
 
 # -- the view ---------------------------------------------------------------------------
