@@ -18,7 +18,6 @@ Measurements (see README "Data in InfluxDB"): ``metrics``, ``window_stats``, ``s
 from __future__ import annotations
 
 import json
-import logging
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,10 +25,6 @@ import urllib.request
 from telltale.access import AccessError
 from telltale.config import Config
 from telltale.lineprotocol import Encoder
-from telltale.records import Point
-
-log = logging.getLogger(__name__)
-
 
 _encoder = Encoder()
 to_line = _encoder.point  # Line protocol for one point (telltale/lineprotocol.py)
@@ -188,7 +183,6 @@ class AsyncInfluxSink:
     def __init__(self, cfg: Config, batch: int = 10_000):
         self.cfg, self.batch = cfg, batch
         self.client = None
-        self.written = 0
 
     async def start(self) -> None:
         from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
@@ -196,9 +190,6 @@ class AsyncInfluxSink:
         self.client = InfluxDBClientAsync(url=self.cfg.influx_url, token=self.cfg.influx_token,
                                           org=self.cfg.influx_org, timeout=30_000)
         self.write_api = self.client.write_api()
-
-    async def write_points(self, points: list[Point]) -> None:
-        await self.write_lines([to_line(p) for p in points])
 
     async def write_lines(self, lines: list[str]) -> None:
         """Write lines in requests of ``batch``; raises :class:`PointsRefused` when InfluxDB
@@ -218,7 +209,6 @@ class AsyncInfluxSink:
                 if exc.status in REFUSED_STATUS:
                     raise PointsRefused(exc.status, _influx_message(exc.body)) from None
                 raise
-        self.written += len(lines)
 
     async def close(self) -> None:
         if self.client is not None:

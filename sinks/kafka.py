@@ -15,7 +15,6 @@ kafka-python is imported when used: importing this module costs nothing.
 
 from __future__ import annotations
 
-import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -23,8 +22,6 @@ from typing import Any, TypeVar
 
 from telltale.access import kafka_admin
 from telltale.config import Config
-
-log = logging.getLogger(__name__)
 
 Client = TypeVar("Client")
 

@@ -43,14 +43,6 @@ class LocalStore:
             f.write(json.dumps(r, separators=(",", ":")) + "\n")
         self.counts["deadletter"] += len(records)
 
-    def read(self, measurement: str) -> list[dict]:
-        self.flush()
-        path = os.path.join(self.directory, f"{measurement}.jsonl")
-        if not os.path.exists(path):
-            return []
-        with open(path) as f:
-            return [json.loads(line) for line in f]
-
     def flush(self) -> None:
         for f in self._files.values():
             f.flush()
