@@ -157,3 +157,4 @@ class Notifier:
             self.sleep(delay)
             attempt += 1
             delay = min(delay * 2, cfg.backoff_max)
+        return True  # nothing to send: every alert was silenced or unrouted

@@ -94,7 +94,7 @@ class WebhookHandler(Handler):
         except urllib.error.HTTPError as exc:
             raise DeliveryError(f"{self.where} answered HTTP {exc.code}") from None
         except (OSError, urllib.error.URLError) as exc:
-            reason = redact_urls(getattr(exc, "reason", None) or exc)
+            reason = redact_urls(str(getattr(exc, "reason", None) or exc))
             raise DeliveryError(f"{self.where} unreachable: {reason}") from None
 
     def send(self, alerts):
@@ -104,7 +104,7 @@ class WebhookHandler(Handler):
 
 def _summary(a: dict) -> str:
     mark = {"firing": ":rotating_light:", "updated": ":warning:",
-            "resolved": ":white_check_mark:"}.get(a.get("state"), "")
+            "resolved": ":white_check_mark:"}.get(a.get("state") or "", "")
     rank = f" rank {a['rank']}" if str(a.get("rank", "0")) != "0" else ""
     return (f"{mark} *{a.get('state', 'firing').upper()}* [{a.get('severity')}] "
             f"`{a.get('run')}`{rank} step {a.get('step')}: {a.get('message')}")

@@ -21,6 +21,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Any
 
 from telltale.access import AccessError
 from telltale.config import Config
@@ -182,7 +183,7 @@ class AsyncInfluxSink:
 
     def __init__(self, cfg: Config, batch: int = 10_000):
         self.cfg, self.batch = cfg, batch
-        self.client = None
+        self.client: Any = None  # influxdb-client's InfluxDBClientAsync, made by start()
 
     async def start(self) -> None:
         from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from typing import IO
 
 from telltale.private import makedirs, open_private
 from telltale.records import Point
@@ -17,10 +18,10 @@ class LocalStore:
     def __init__(self, directory: str):
         self.directory = directory
         makedirs(directory)
-        self._files: dict[str, object] = {}
+        self._files: dict[str, IO[str]] = {}
         self.counts: Counter = Counter()
 
-    def _file(self, name: str):
+    def _file(self, name: str) -> IO[str]:
         f = self._files.get(name)
         if f is None:
             path = os.path.join(self.directory, f"{name}.jsonl")

@@ -13,7 +13,9 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from telltale.config import Config
 from telltale.private import makedirs, open_private
@@ -91,7 +93,7 @@ class FileSilences:
             return []
         return [Silence.from_dict(d) for d in doc.get("silences", [])]
 
-    def _write(self, items: list[Silence]) -> None:
+    def _write(self, items: Sequence[Silence]) -> None:
         makedirs(os.path.dirname(os.path.abspath(self.path)))
         tmp = self.path + ".tmp"
         with open_private(tmp, "w") as f:
@@ -132,7 +134,7 @@ class KafkaSilences:
         self.cfg, self.topic, self.refresh = cfg, silences_topic(cfg), refresh
         self._cache: list[Silence] = []
         self._at = -1e9
-        self._producer = None
+        self._producer: Any = None  # a kafka-python KafkaProducer once something is sent
 
     def ensure_topic(self) -> None:
         """Create the compacted topic if it is missing (one partition)."""
