@@ -366,7 +366,7 @@ def test_pipeline_with_least_privilege_and_no_secret_anywhere(secure, tmp_path):
         assert wait_for(counted, timeout=60, what=f"{sent} events in InfluxDB") == sent
         with pytest.raises(AccessError, match="HTTP 403"):
             influx_query(wcfg, q, db=db)
-        from telltale.ui.data import InfluxSource  # the dashboard's reads, as the reader
+        from telltale.ui.sources import InfluxSource  # the dashboard's reads, as the reader
 
         assert "sec-div" in [r["run"] for r in InfluxSource(rcfg).runs()]
 

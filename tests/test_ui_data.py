@@ -11,7 +11,8 @@ from telltale.schema import encode_batch
 from telltale.sinks.local import LocalStore
 from telltale.sinks.memory import MemoryStore
 from telltale.streams.embedded import EmbeddedPipeline
-from telltale.ui.data import LocalSource, _quote, build_view, incidents, open_alerts
+from telltale.ui.data import build_view, incidents, open_alerts
+from telltale.ui.sources import LocalSource, _quote
 
 
 def run_events(store, run: str, events: list[dict]) -> None:
