@@ -121,8 +121,8 @@ def new_silence(duration: str, comment: str = "", **matchers) -> Silence:
                    comment=comment, **matchers)
 
 
-
 def silences_topic(cfg: Config) -> str:
+    """The compacted topic that holds the silences: ``<prefix>.silences``."""
     return f"{cfg.topic_prefix}.silences"
 
 
