@@ -112,6 +112,7 @@ class FileSilences:
 
 
 def new_silence(duration: str, comment: str = "", **matchers) -> Silence:
+    """A silence for ``duration`` (``15m``, ``2h``...) with at least one matcher."""
     if not any(matchers.values()):
         raise ValueError("a silence needs at least one matcher (--run, --metric, --detector "
                          "or --severity)")
