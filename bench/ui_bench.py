@@ -37,9 +37,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=15)
     args = ap.parse_args()
 
-    from telltale.ui.data import LocalSource
     from telltale.ui.report import render_html
     from telltale.ui.server import UiServer
+    from telltale.ui.sources import LocalSource
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from telltale.records import Point, PointBlock
@@ -60,7 +61,7 @@ class DurablePointBuffer:
         self._seq = int(time.time() * 1000)
         self._spill_bytes = self._disk_bytes()
 
-    def add(self, points: list[Point], blocks: list[PointBlock] = ()) -> None:
+    def add(self, points: list[Point], blocks: Sequence[PointBlock] = ()) -> None:
         self.lines.extend(to_line(p) for p in points)
         for b in blocks:
             self.lines.extend(block_lines(b))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from typing import IO
 
 from telltale.private import makedirs, open_private
 from telltale.records import Point
@@ -17,10 +18,10 @@ class LocalStore:
     def __init__(self, directory: str):
         self.directory = directory
         makedirs(directory)
-        self._files: dict[str, object] = {}
+        self._files: dict[str, IO[str]] = {}
         self.counts: Counter = Counter()
 
-    def _file(self, name: str):
+    def _file(self, name: str) -> IO[str]:
         f = self._files.get(name)
         if f is None:
             path = os.path.join(self.directory, f"{name}.jsonl")
@@ -42,14 +43,6 @@ class LocalStore:
         for r in records:
             f.write(json.dumps(r, separators=(",", ":")) + "\n")
         self.counts["deadletter"] += len(records)
-
-    def read(self, measurement: str) -> list[dict]:
-        self.flush()
-        path = os.path.join(self.directory, f"{measurement}.jsonl")
-        if not os.path.exists(path):
-            return []
-        with open(path) as f:
-            return [json.loads(line) for line in f]
 
     def flush(self) -> None:
         for f in self._files.values():

@@ -1,12 +1,9 @@
-"""Where the delivery core (sinks/handlers.py) meets a transport.
+"""Where delivery (sinks/delivery.py) meets a transport.
 
 - :func:`run_notify`: the ``telltale notify`` service. Consumes the alert topic as a Kafka
   consumer group, collects each burst for ``group_wait`` seconds, delivers it and commits
   the offsets only afterwards (at-least-once; a restarted notifier redelivers what it had
   not committed, with the same idempotency keys).
-- :class:`KafkaSilences`: silences on the compacted topic ``<prefix>.silences`` (key =
-  silence id, value = the silence as JSON, an empty value removes it), read by every
-  notifier.
 - :class:`BackgroundNotifier`: the embedded mode's notifier, a thread fed by a bounded
   queue so the trainer never waits for a webhook.
 """
@@ -24,114 +21,12 @@ from collections.abc import Callable
 from telltale.config import Config
 from telltale.records import Deduper
 from telltale.schema import Rejected, dumps
-from telltale.sinks.handlers import Notifier, NotifyConfig, Silence
+from telltale.sinks.delivery import Notifier, NotifyConfig
+from telltale.sinks.kafka import close_quietly, reconnect
+from telltale.sinks.silences import KafkaSilences
+from telltale.sinks.store import Store
 
 log = logging.getLogger("telltale.notify")
-
-
-def silences_topic(cfg: Config) -> str:
-    return f"{cfg.topic_prefix}.silences"
-
-
-class KafkaSilences:
-    """Silences kept on a compacted Kafka topic; ``list`` re-reads it at most every
-    ``refresh`` seconds."""
-
-    def __init__(self, cfg: Config, refresh: float = 2.0):
-        self.cfg, self.topic, self.refresh = cfg, silences_topic(cfg), refresh
-        self._cache: list[Silence] = []
-        self._at = -1e9
-        self._producer = None
-
-    def ensure_topic(self) -> None:
-        from kafka.admin import NewTopic
-        from kafka.errors import TopicAlreadyExistsError
-
-        from telltale.access import kafka_admin
-
-        admin = kafka_admin(self.cfg)  # AccessError (a ConnectionError) says why not
-        try:
-            if self.topic not in set(admin.list_topics()):
-                admin.create_topics([NewTopic(self.topic, 1, 1, topic_configs={
-                    "cleanup.policy": "compact"})])
-        except TopicAlreadyExistsError:
-            pass
-        finally:
-            admin.close()
-
-    def _read_all(self) -> list[Silence]:
-        from kafka import KafkaConsumer, TopicPartition
-
-        c = KafkaConsumer(bootstrap_servers=self.cfg.kafka, enable_auto_commit=False,
-                          **self.cfg.kafka_options())
-        try:
-            parts = c.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in parts]
-            if not tps:
-                return []
-            c.assign(tps)
-            c.seek_to_beginning(*tps)
-            end = c.end_offsets(tps)
-            found: dict[str, dict | None] = {}
-            deadline = time.monotonic() + 10
-            while any(c.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
-                for msgs in c.poll(timeout_ms=200).values():
-                    for m in msgs:
-                        k = m.key.decode() if m.key else None
-                        if k is None:
-                            continue
-                        try:
-                            found[k] = json.loads(m.value) if m.value else None
-                        except ValueError:
-                            log.warning("ignoring unreadable silence %r", k)
-            return [Silence.from_dict(d) for d in found.values() if d]
-        finally:
-            c.close()
-
-    def read(self) -> list[Silence]:
-        """The silences on the topic now; Kafka errors (ACLs, no broker) are raised."""
-        from kafka.errors import KafkaError
-
-        try:
-            return self._read_all()
-        except KafkaError:
-            raise
-        except Exception as exc:  # kafka-python wraps some refusals in plain errors
-            raise ConnectionError(f"could not read {self.topic} on {self.cfg.kafka}: "
-                                  f"{exc}") from None
-
-    def list(self) -> list[Silence]:
-        now = time.monotonic()
-        if now - self._at >= self.refresh:
-            try:
-                self._cache = self._read_all()
-                self._at = now
-            except Exception as exc:  # keep the last known silences
-                log.warning("could not read silences from %s: %s", self.topic, exc)
-        return list(self._cache)
-
-    def _send(self, key: str, value: bytes | None) -> None:
-        from kafka import KafkaProducer
-
-        self.ensure_topic()
-        if self._producer is None:
-            self._producer = KafkaProducer(bootstrap_servers=self.cfg.kafka,
-                                           **self.cfg.kafka_options())
-        self._producer.send(self.topic, key=key.encode(), value=value).get(timeout=30)
-        self._at = -1e9
-
-    def add(self, s: Silence) -> None:
-        self._send(s.id, dumps(s.to_dict()).encode())
-
-    def remove(self, sid: str) -> bool:
-        known = any(s.id == sid for s in self._read_all())
-        if known:
-            self._send(sid, None)
-        return known
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close()
 
 
 def _max_retry_seconds(n: NotifyConfig) -> float:
@@ -183,16 +78,8 @@ def run_notify(cfg: Config, ncfg: NotifyConfig, group: str, from_beginning: bool
                 polled = consumer.poll(timeout_ms=200, max_records=500)
             except KafkaError as exc:  # the broker went away: reconnect and resume the group
                 echo(f"notify: lost the broker ({type(exc).__name__}); reconnecting")
-                try:
-                    consumer.close(autocommit=False)
-                except Exception:  # a consumer without a broker may fail to close
-                    pass
-                while not stop.wait(1.0):
-                    try:
-                        consumer = connect()
-                        break
-                    except KafkaError:
-                        continue
+                close_quietly(consumer, autocommit=False)
+                consumer = reconnect(connect, wait=stop.wait) or consumer  # None: stopping
                 batch = []  # uncommitted: the group hands these to us again (deduped)
                 dedup = Deduper()
                 continue
@@ -247,7 +134,8 @@ class BackgroundNotifier:
     """Embedded mode: delivers alerts on a thread; ``submit`` never blocks the caller
     (alerts beyond ``maxsize`` waiting are counted and written to the dead-letter file)."""
 
-    def __init__(self, ncfg: NotifyConfig, silences, store=None, maxsize: int = 10_000):
+    def __init__(self, ncfg: NotifyConfig, silences, store: Store | None = None,
+                 maxsize: int = 10_000):
         self.store = store
         self.notifier = Notifier(ncfg, silences.list, self._dead_letter)
         self.group_wait = ncfg.group_wait

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from telltale.config import Config
 from telltale.extras import require
 from telltale.schema import Rejected, decode_message, encode_batch
+from telltale.sinks.store import Store
 from telltale.streams.processor import Output, RunProcessor
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ FLUSH_EVERY = 0.5  # seconds: the store is flushed at least this often, and on e
 class EmbeddedPipeline:
     """In-process pipeline: bus → decode → :class:`RunProcessor` → store / alert callbacks."""
 
-    def __init__(self, config: Config | None = None, store=None,
+    def __init__(self, config: Config | None = None, store: Store | None = None,
                  on_alert: Callable[[dict], None] | None = None,
                  on_reject: Callable[[dict], None] | None = None, bus_size: int = 10_000):
         self.config = config or Config()

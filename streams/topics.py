@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from telltale.access import AccessError
 from telltale.config import Config
+from telltale.sinks.kafka import create_topics
 
 log = logging.getLogger(__name__)
 
@@ -12,28 +14,19 @@ log = logging.getLogger(__name__)
 def ensure_topics(cfg: Config, timeout: float = 30.0) -> None:
     """Create the metrics, alerts and dead-letter topics if they are missing."""
     from kafka.admin import NewTopic
-    from kafka.errors import AuthorizationError, KafkaError, TopicAlreadyExistsError
+    from kafka.errors import KafkaError
 
-    from telltale.access import AccessError, kafka_admin
+    def denied(names: list[str]) -> AccessError:
+        who = cfg.kafka_sasl_username or "this client"
+        return AccessError(f"Kafka user {who!r} may not create the topics {', '.join(names)}: "
+                           f"create them as an admin with {cfg.partitions} partitions, or grant "
+                           "the user Create on them")
 
-    admin = kafka_admin(cfg, timeout)
+    wanted = [cfg.metrics_topic, cfg.alerts_topic, cfg.deadletter_topic]
     try:
-        existing = set(admin.list_topics())
-        wanted = [cfg.metrics_topic, cfg.alerts_topic, cfg.deadletter_topic]
-        new = [NewTopic(t, cfg.partitions, 1) for t in wanted if t not in existing]
-        if new:
-            try:
-                admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
-            except AuthorizationError:
-                who = cfg.kafka_sasl_username or "this client"
-                raise AccessError(
-                    f"Kafka user {who!r} may not create the topics "
-                    f"{', '.join(t.name for t in new)}: create them as an admin with "
-                    f"{cfg.partitions} partitions, or grant the user Create on them") from None
-            log.info("created topics %s", [t.name for t in new])
+        new = create_topics(cfg, [NewTopic(t, cfg.partitions, 1) for t in wanted], timeout,
+                            denied=denied)
     except KafkaError as exc:
         raise ConnectionError(f"could not create Telltale's topics on {cfg.kafka}: {exc}") from None
-    finally:
-        admin.close()
+    if new:
+        log.info("created topics %s", new)

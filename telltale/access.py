@@ -1,22 +1,19 @@
-"""Authenticated access to Kafka and InfluxDB, with failures explained in one line.
+"""Authenticated access to Kafka, with failures explained in one line.
 
 Credentials come from :class:`~telltale.config.Config` (env vars or secret files). The
-checks here turn a wrong password, an untrusted certificate or a missing service into a
+checks here turn a wrong password, an untrusted certificate or a missing broker into a
 message naming what failed and which variable to check, instead of a bootstrap timeout.
+InfluxDB's own explanations live with its client in ``telltale/sinks/influx.py``.
 No message built here contains a secret.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import socket
 import ssl
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 
 from telltale.config import Config
 
@@ -205,47 +202,8 @@ def faust_credentials(cfg: Config):
     return faust.SSLCredentials(ctx)
 
 
-def influx_query(cfg: Config, q: str, db: str | None = None, post: bool = False,
-                 timeout: float = 10.0) -> list[dict]:
-    """Run InfluxQL with the configured credentials; returns ``results``.
-
-    Raises :class:`AccessError` for an unreachable server or rejected credentials.
-    """
-    params = {"q": q, "epoch": "ns", **({"db": db} if db else {})}
-    enc = urllib.parse.urlencode(params)
-    if post:
-        req = urllib.request.Request(f"{cfg.influx_url}/query", data=enc.encode(), method="POST")
-    else:
-        req = urllib.request.Request(f"{cfg.influx_url}/query?{enc}")
-    if cfg.influx_token:
-        req.add_header("Authorization", f"Token {cfg.influx_token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            doc = json.load(resp)
-    except urllib.error.HTTPError as exc:
-        raise AccessError(explain_influx_status(cfg, exc.code)) from None
-    except (OSError, ValueError) as exc:
-        raise AccessError(f"InfluxDB at {cfg.influx_url} is not reachable "
-                          f"({type(exc).__name__}: {getattr(exc, 'reason', exc)}): check "
-                          "TELLTALE_INFLUX_URL or start it (scripts/services.sh start)") from None
-    return doc.get("results", [])
-
-
-def explain_influx_status(cfg: Config, status: int) -> str:
-    """One line for an HTTP error status from InfluxDB."""
-    where = f"InfluxDB at {cfg.influx_url}"
-    if status == 401:
-        if not cfg.influx_token:
-            return (f"{where} needs credentials: set TELLTALE_INFLUX_TOKEN to user:password "
-                    "(or TELLTALE_INFLUX_TOKEN_FILE to a file holding it)")
-        return (f"{where} rejected the credentials (HTTP 401): check TELLTALE_INFLUX_TOKEN "
-                "(user:password) or TELLTALE_INFLUX_TOKEN_FILE")
-    if status == 403:
-        return (f"{where} refused the request (HTTP 403): the user in TELLTALE_INFLUX_TOKEN "
-                f"lacks the privilege (database {cfg.influx_db})")
-    return f"{where} answered HTTP {status}: check TELLTALE_INFLUX_URL"
-
-
 def check_influx(cfg: Config) -> None:
-    """Authenticate once against InfluxDB; raise :class:`AccessError` with the reason if not."""
-    influx_query(cfg, "SHOW DATABASES")
+    """Kept for streams/app.py's import: :func:`telltale.sinks.influx.check_influx`."""
+    from telltale.sinks.influx import check_influx as check
+
+    check(cfg)

@@ -42,22 +42,6 @@ def _alert_filter(args):
     return keep
 
 
-def _broker_listening(bootstrap: str, timeout: float = 2.0) -> bool:
-    """True when some bootstrap address accepts a TCP connection (a killed broker does not;
-    the consumer itself may not notice before its idle timeout ends)."""
-    import socket
-
-    for addr in bootstrap.split(","):
-        host, _, port = addr.strip().rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]") or "localhost", int(port)),
-                                          timeout=timeout):
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
-
-
 def cmd_alerts(args) -> int:
     import uuid
 
@@ -65,6 +49,7 @@ def cmd_alerts(args) -> int:
     from kafka.errors import AuthorizationError, KafkaError
 
     from telltale.embedded import format_alert
+    from telltale.sinks.kafka import broker_listening, close_quietly, reconnect
 
     cfg = _config(args)
     if not cfg.kafka:
@@ -119,7 +104,7 @@ def cmd_alerts(args) -> int:
                     n += 1
                     if args.max and n >= args.max:
                         return 0
-                if not _broker_listening(cfg.kafka):  # quiet because the broker is gone
+                if not broker_listening(cfg.kafka):  # quiet because the broker is gone
                     raise KafkaError(f"nothing listens at {cfg.kafka}")
                 return 0  # --timeout: nothing new for that long
             except AuthorizationError as exc:
@@ -130,32 +115,19 @@ def cmd_alerts(args) -> int:
             except KafkaError as exc:  # the broker went away: reconnect, resume the group
                 print(f"telltale alerts: lost the broker ({type(exc).__name__}); reconnecting",
                       file=sys.stderr, flush=True)
-                _close_quietly(consumer)
-                consumer = None
+                close_quietly(consumer)
                 give_up = time.monotonic() + args.timeout if args.timeout else float("inf")
-                while consumer is None:
-                    if time.monotonic() >= give_up:  # --timeout bounds the wait for it too
-                        print(f"telltale alerts: no broker at {cfg.kafka} for {args.timeout:g} s "
-                              "(--timeout); giving up. Check that Kafka runs: "
-                              "'telltale doctor'", file=sys.stderr)
-                        return 1
-                    time.sleep(1.0)
-                    try:
-                        consumer = connect()
-                    except KafkaError:
-                        pass
+                consumer = reconnect(connect, give_up=give_up)  # --timeout bounds the wait
+                if consumer is None:
+                    print(f"telltale alerts: no broker at {cfg.kafka} for {args.timeout:g} s "
+                          "(--timeout); giving up. Check that Kafka runs: "
+                          "'telltale doctor'", file=sys.stderr)
+                    return 1
     except KeyboardInterrupt:
         return 0
     finally:
         if consumer is not None:
-            _close_quietly(consumer)
-
-
-def _close_quietly(consumer) -> None:
-    try:
-        consumer.close()
-    except Exception:  # closing a consumer whose broker is gone may raise; nothing to keep
-        pass
+            close_quietly(consumer)
 
 
 def _add_alerts(sub) -> None:

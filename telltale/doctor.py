@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 
-from telltale.access import AccessError, influx_query, kafka_admin
+from telltale.access import AccessError, kafka_admin
 from telltale.config import Config, ConfigError
 from telltale.redact import redact_secrets
+from telltale.sinks.influx import influx_query, ping
 
 STATUS_STALE_S = 10.0  # the worker rewrites its status file every 0.5 s
 
@@ -131,8 +131,7 @@ def check_influx(cfg: Config) -> list[Check]:
         return [Check("influxdb", "warn", "no InfluxDB configured (TELLTALE_INFLUX_URL): the "
                       "worker keeps no points")]
     try:
-        with urllib.request.urlopen(f"{cfg.influx_url}/ping", timeout=5) as resp:
-            version = resp.headers.get("X-Influxdb-Version", "?")
+        version = ping(cfg, timeout=5)
     except OSError as exc:
         return [Check("influxdb", "fail", f"InfluxDB at {cfg.influx_url} is not reachable "
                       f"({type(exc).__name__}): check TELLTALE_INFLUX_URL or start it")]

@@ -7,8 +7,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -126,14 +124,12 @@ def start_worker(tmp_path):
 
 def influxql(cfg: Config, q: str) -> list[dict]:
     """Run an InfluxQL query; return the series list of the first statement."""
-    url = f"{cfg.influx_url}/query?" + urllib.parse.urlencode({"db": cfg.influx_db, "q": q,
-                                                                "epoch": "ns"})
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        doc = json.load(resp)
-    res = doc["results"][0]
-    if "error" in res:
-        raise AssertionError(f"InfluxQL error for {q!r}: {res['error']}")
-    return res.get("series", [])
+    from telltale.sinks.influx import QueryFailed, first_series
+
+    try:
+        return first_series(cfg, q)
+    except QueryFailed as exc:
+        raise AssertionError(f"InfluxQL error for {q!r}: {exc.error}") from None
 
 
 def wait_for(pred, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):

@@ -1,4 +1,5 @@
-"""Delivery (sinks/handlers.py): handlers against real local servers, routing, silences."""
+"""Delivery (sinks/handlers.py, routes.py, silences.py, delivery.py): handlers against real
+local servers, routing, silences."""
 
 import json
 import subprocess
@@ -9,15 +10,9 @@ import time
 import pytest
 from servers import SmtpServer, WebhookServer
 
-from telltale.sinks.handlers import (
-    ConfigError,
-    FileSilences,
-    Notifier,
-    NotifyConfig,
-    Silence,
-    new_silence,
-    parse_duration,
-)
+from telltale.sinks.delivery import Notifier, NotifyConfig
+from telltale.sinks.handlers import ConfigError
+from telltale.sinks.silences import FileSilences, Silence, new_silence, parse_duration
 
 
 def alert(run="r1", metric="loss", severity="warning", state="firing", step=10, aid="a1"):
@@ -199,3 +194,16 @@ def test_embedded_demo_delivers_through_the_same_handlers(hook, tmp_path):
     critical = sorted(f"{a['id']}:{a['state']}:{a['step']}" for a in stored
                       if a["severity"] == "critical")
     assert critical and sorted(k for k, _ in hook.received) == critical
+
+
+def test_a_batch_with_nothing_to_send_counts_as_delivered(tmp_path):
+    """All silenced or unrouted: deliver says done (True), so `telltale notify` commits the
+    batch and goes on instead of stopping as if asked to."""
+    store = FileSilences(str(tmp_path / "silences.json"))
+    store.add(new_silence("1h", run="r1"))
+    cfg = NotifyConfig.from_dict({"handlers": {"c": {"type": "stdout"}},
+                                  "routes": [{"to": "c", "match": {"metric": "loss"}}]})
+    n = Notifier(cfg, silences=store.list)
+    assert n.deliver([alert(run="r1")]) is True  # silenced
+    assert n.deliver([alert(run="r2", metric="lr")]) is True  # no route
+    assert n.counts["silenced"] == 1 and n.counts["unrouted"] == 1 and n.counts["delivered"] == 0

@@ -31,10 +31,11 @@ import pytest
 from conftest import ROOT, wait_for
 from servers import WebhookServer, free_port
 
-from telltale.access import AccessError, influx_query
+from telltale.access import AccessError
 from telltale.config import Config
 from telltale.producers import KafkaTransport, Monitor
 from telltale.simulate import SimRun, simulate
+from telltale.sinks.influx import influx_query
 
 pytestmark = pytest.mark.services
 
@@ -365,7 +366,7 @@ def test_pipeline_with_least_privilege_and_no_secret_anywhere(secure, tmp_path):
         assert wait_for(counted, timeout=60, what=f"{sent} events in InfluxDB") == sent
         with pytest.raises(AccessError, match="HTTP 403"):
             influx_query(wcfg, q, db=db)
-        from telltale.ui.data import InfluxSource  # the dashboard's reads, as the reader
+        from telltale.ui.sources import InfluxSource  # the dashboard's reads, as the reader
 
         assert "sec-div" in [r["run"] for r in InfluxSource(rcfg).runs()]
 
@@ -570,7 +571,7 @@ def test_webhook_and_slack_urls_never_shown(secure, tmp_path, caplog):
 
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from telltale.sinks.handlers import Notifier, NotifyConfig
+    from telltale.sinks.delivery import Notifier, NotifyConfig
     from telltale.streams.topics import ensure_topics
 
     acfg = Config.from_env(client_env(secure, "admin", tmp_path))

@@ -190,8 +190,8 @@ def modes(root: Path) -> dict[str, str]:
 
 def test_spool_store_and_silences_are_private_whatever_the_umask(tmp_path):
     from telltale.producers.spool import Spool
-    from telltale.sinks.handlers import FileSilences, new_silence
     from telltale.sinks.local import LocalStore
+    from telltale.sinks.silences import FileSilences, new_silence
 
     old = os.umask(0o022)
     try:

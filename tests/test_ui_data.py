@@ -9,8 +9,10 @@ import numpy as np
 from telltale.config import Config
 from telltale.schema import encode_batch
 from telltale.sinks.local import LocalStore
+from telltale.sinks.memory import MemoryStore
 from telltale.streams.embedded import EmbeddedPipeline
-from telltale.ui.data import LocalSource, MemoryStore, _quote, build_view, incidents, open_alerts
+from telltale.ui.data import build_view, incidents, open_alerts
+from telltale.ui.sources import LocalSource, _quote
 
 
 def run_events(store, run: str, events: list[dict]) -> None:

@@ -16,9 +16,9 @@ import pytest
 from telltale.config import Config
 from telltale.detectors.pipelines import REGISTRY, Pipelines
 from telltale.schema import encode_batch
+from telltale.sinks.memory import MemoryStore
 from telltale.streams.embedded import EmbeddedPipeline
 from telltale.streams.processor import RunProcessor
-from telltale.ui.data import MemoryStore
 
 rng = np.random.default_rng(7)
 

@@ -17,8 +17,9 @@ import pytest
 from conftest import ROOT, config_env, wait_for
 from test_ui import js
 
-from telltale.ui.data import HEALTH, LocalSource
+from telltale.ui.data import HEALTH
 from telltale.ui.server import UiServer
+from telltale.ui.sources import LocalSource
 
 ARTIFACTS = ROOT / "artifacts"
 ENV = {"PATH": "/usr/bin:/bin"}
@@ -126,7 +127,7 @@ def test_kafka_mode_a_firing_alert_is_on_the_page_within_2s_of_the_topic(kafka_c
     """Kafka mode: a worker, the page reading InfluxDB; lag from the alert topic to the page."""
     from test_kafka_pipeline import TopicReader
 
-    from telltale.ui.data import InfluxSource
+    from telltale.ui.sources import InfluxSource
 
     cfg = kafka_config
     worker = start_worker(cfg)
