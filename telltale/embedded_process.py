@@ -234,9 +234,10 @@ def shared_process(cfg):
     global _process
     with _lock:
         if _process is None:
+            _check(cfg)
             try:
                 _process = PipelineProcess(cfg)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # e.g. no sys.executable, no pass_fds
                 from telltale.embedded import shared_pipeline
 
                 log.warning("telltale: cannot start the embedded pipeline process (%s); "
@@ -247,6 +248,18 @@ def shared_process(cfg):
 
             after_flush(lambda: _close_at_exit(SIGTERM_SECONDS))
         return _process
+
+
+def _check(cfg) -> None:
+    """Refuse at ``init()``, as the in-thread pipeline did, a store directory that cannot be
+    made and a notify config that does not load (the child would only fail later)."""
+    from telltale.private import makedirs
+
+    makedirs(cfg.store_dir)
+    if cfg.notify_config:
+        from telltale.sinks.handlers import NotifyConfig
+
+        NotifyConfig.load(cfg.notify_config)
 
 
 def _close_at_exit(timeout: float = CLOSE_SECONDS) -> None:
@@ -265,7 +278,8 @@ def _after_fork() -> None:
     _process = None  # an init() in the forked process starts its own pipeline process
 
 
-os.register_at_fork(after_in_child=_after_fork)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 # -- the child --------------------------------------------------------------------------
@@ -307,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the trainer closes, then we end
+    for sig in (signal.SIGINT, signal.SIGHUP):  # Ctrl-C, a closed terminal: the trainer
+        signal.signal(sig, signal.SIG_IGN)  # flushes and exits, then our input ends
 
     def on_term(signum, frame):  # keep reading a while: the trainer is flushing to us
         signal.signal(signal.SIGALRM, on_alarm)

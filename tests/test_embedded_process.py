@@ -20,11 +20,12 @@ if sys.argv[1] == "thread":  # the in-thread pipeline of before, for comparison
     from telltale.embedded import shared_pipeline
     ep.shared_process = shared_pipeline
 mon = telltale.init(run="cmp-run", tags={"model": "m"}, handle_sigterm=sys.argv[2] == "term")
+if ep._process is not None:
+    with open(os.environ["PID_FILE"], "w") as f:
+        f.write(str(ep._process.pid))
 for s in range(1, 401):
     loss = float("nan") if s == 300 else 50.0 if s == 200 else 1.0 + 0.01 * (s % 5)
     mon.log({"loss": loss, "lr": 0.1}, step=s, ts=1000.0 + s)
-if ep._process is not None:
-    print(ep._process.pid, flush=True)
 if sys.argv[2] == "close":
     telltale.close()
 elif sys.argv[2] in ("term", "wait"):
@@ -35,11 +36,21 @@ elif sys.argv[2] in ("term", "wait"):
 """
 
 
-def run_trainer(tmp_path, mode: str, how: str, name: str = "store"):
+def run_trainer(tmp_path, mode: str, how: str, name: str = "store", **extra):
+    """Run TRAINER; ``.child_alive`` tells whether its pipeline process outlived it (the
+    output pipes are inherited by the child, so reading them would wait for the child)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELLTALE_")}
     env["TELLTALE_STORE_DIR"] = str(tmp_path / name)
-    return subprocess.run([sys.executable, "-c", TRAINER, mode, how], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env.update(extra)
+    env["PID_FILE"] = pid_file = str(tmp_path / f"{name}.pid")
+    p = subprocess.Popen([sys.executable, "-c", TRAINER, mode, how], env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        p.wait(120)
+        p.child_alive = mode == "process" and alive(int(open(pid_file).read()))
+    finally:
+        p.stdout, p.stderr = p.communicate(timeout=60)
+    return p
 
 
 def store(path) -> dict[str, list[dict]]:
@@ -83,14 +94,38 @@ def test_alerts_and_store_are_the_in_thread_pipelines(tmp_path):
     assert "alerts.log.jsonl" in got and set(got) == set(want)
     for name in want:
         assert got[name] == want[name], name
-    assert not alive(int(child.stdout.split()[0]))
+    assert not child.child_alive
+
+
+def test_the_notify_config_is_honoured_in_the_child(tmp_path):
+    notify = tmp_path / "notify.json"
+    notify.write_text(json.dumps({"handlers": {"console": {"type": "stdout",
+                                                           "verbose": False}}}))
+    env = {"TELLTALE_NOTIFY_CONFIG": str(notify)}
+    child = run_trainer(tmp_path, "process", "close", "child", **env)
+    thread = run_trainer(tmp_path, "thread", "close", "thread", **env)
+    assert child.returncode == 0 and thread.returncode == 0, child.stderr + thread.stderr
+    delivered = [line for line in child.stdout.splitlines() if line.startswith("[")]
+    assert any("FIRING cmp-run step 300" in line for line in delivered), child.stdout
+    assert sorted(delivered) == sorted(line for line in thread.stdout.splitlines()
+                                       if line.startswith("["))
+
+
+def test_a_bad_notify_config_still_fails_init(tmp_path, monkeypatch):
+    import telltale
+
+    monkeypatch.delenv("TELLTALE_KAFKA", raising=False)
+    monkeypatch.setenv("TELLTALE_STORE_DIR", str(tmp_path / "store"))
+    monkeypatch.setenv("TELLTALE_NOTIFY_CONFIG", str(tmp_path / "missing.yaml"))
+    monkeypatch.setattr("telltale.embedded_process._process", None)
+    with pytest.raises(ValueError, match="cannot read notify config"):
+        telltale.init(run="bad-notify", handle_sigterm=False)
 
 
 def test_exit_without_close_waits_for_the_child_to_finish(tmp_path):
     proc = run_trainer(tmp_path, "process", "exit")
     assert proc.returncode == 0, proc.stderr
-    pid = int(proc.stdout.split()[0])
-    assert not alive(pid)  # the trainer waited for it
+    assert not proc.child_alive  # the trainer waited for it
     assert stored_steps(tmp_path / "store") == set(range(1, 401))
     assert "run ended" in proc.stderr  # the end marker made it through, windows closed
 
@@ -99,14 +134,16 @@ def test_exit_without_close_waits_for_the_child_to_finish(tmp_path):
 def test_sigterm_flushes_through_the_child(tmp_path, how):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELLTALE_")}
     env["TELLTALE_STORE_DIR"] = str(tmp_path / "store")
+    env["PID_FILE"] = str(tmp_path / "pid")
     p = subprocess.Popen([sys.executable, "-c", TRAINER, "process", how], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pid = int(p.stdout.readline())
     assert p.stdout.readline().strip() == "flushed"
+    pid = int(open(tmp_path / "pid").read())
     p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=30)
+    p.wait(30)
     assert p.returncode == -signal.SIGTERM
     assert not alive(pid)  # the trainer waited for the child before dying of SIGTERM
+    _, err = p.communicate(timeout=30)
     assert stored_steps(tmp_path / "store") == set(range(1, 401))
     assert "run ended" in err
 
