@@ -53,7 +53,7 @@ class PipelineProcess:
             import fcntl
 
             fcntl.fcntl(self._fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
-        except OSError:  # not Linux, or above the system's cap: the default size works too
+        except (ImportError, OSError):  # not Linux, or above the cap: the default size works
             pass
         paths = [p for p in sys.path if p]  # the child imports telltale as the parent does
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
