@@ -29,7 +29,10 @@ def flush_on_sigterm(timeout: float = 3.0) -> bool:
 
         _close_all(timeout=timeout)  # unsent events go to the spool
         for fn in _after:
-            fn()
+            try:
+                fn()
+            except Exception:  # the process must still end as SIGTERM asks
+                pass
         if callable(previous):
             previous(signum, frame)
         elif previous != signal.SIG_IGN:  # default: die of SIGTERM, as without us
