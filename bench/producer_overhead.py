@@ -21,11 +21,13 @@ per logger and workload: a ~1 ms and a ~10 ms single-threaded numpy matmul step 
 requests/s with and without ``TelltaleMiddleware``. Per pair of blocks: B / A - 1 (per
 step, or per request); the median and quartiles are printed, and the CPU the other
 threads of the process (sender, embedded pipeline) used, as % of one core, in A and in B
-blocks (median): on a shared machine the wall times are noisy, that share is not.
+blocks (median): on a shared machine the wall times are noisy, that share is not; for
+``embedded`` also the CPU of the pipeline's child process ("child CPU").
 ``telltale`` sends to the broker through ``telltale.init(broker=...)`` (confluent-kafka
 when installed), ``kafka-python`` the same with ``TELLTALE_KAFKA_CLIENT=kafka-python``;
-``embedded`` is ``init()`` without a broker; ``--ab-loggers`` adds ``wandb`` (offline) and
-``tensorboard`` for comparison.
+``embedded`` is ``init()`` without a broker (the pipeline in a child process),
+``embedded-thread`` the same with the pipeline on a thread of the trainer's process (as
+before); ``--ab-loggers`` adds ``wandb`` (offline) and ``tensorboard`` for comparison.
 """
 
 from __future__ import annotations
@@ -210,7 +212,8 @@ def bench_training(pairs: int, every: int, threads: int) -> dict:
 # -- interleaved A/B blocks: what logging costs the loop around it (--broker) ---------
 
 AB_WORKLOADS = ("step1", "step10", "asgi")
-AB_LOGGERS = ("telltale", "kafka-python", "embedded", "wandb", "tensorboard")
+AB_LOGGERS = ("telltale", "kafka-python", "embedded", "embedded-thread", "wandb",
+              "tensorboard")
 
 
 def _matmul(target_ms: float):
@@ -236,15 +239,21 @@ def _matmul(target_ms: float):
 def _ab_logger(name: str, broker: str | None, options: dict):
     """(log(metrics, step), log_infer(metrics) monitor-like, finish) for one logger."""
     tmp = tempfile.mkdtemp(prefix=f"bench-ab-{name}-")
-    if name in ("telltale", "kafka-python", "embedded"):
+    if name in ("telltale", "kafka-python", "embedded", "embedded-thread"):
         import telltale
 
         if name == "kafka-python":  # the fallback client, for comparison
             os.environ["TELLTALE_KAFKA_CLIENT"] = "kafka-python"
+        if name == "embedded-thread":  # the pipeline on a thread of this process, as before
+            import telltale.embedded_process
+            from telltale.embedded import shared_driver
+
+            telltale.embedded_process.shared_process = shared_driver
         os.environ["TELLTALE_SPOOL_DIR"] = os.path.join(tmp, "spool")
         os.environ["TELLTALE_STORE_DIR"] = os.path.join(tmp, "store")
         mon = telltale.init(run=f"bench-ab-{os.getpid()}", tags={"rank": 0},
-                            broker=None if name == "embedded" else broker, **options)
+                            broker=None if name.startswith("embedded") else broker,
+                            **options)
         return mon, mon.close
     if name == "wandb":
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -277,7 +286,7 @@ def ab_child(name: str, workload: str, pairs: int, block_s: float, broker: str |
     """Blocks of the same work without (A) and with (B) logging, alternating ABBA...; per
     pair the slowdown of B against A. The logger lives through both, so A pays for
     whatever the sender still does after a B block."""
-    if name == "embedded":
+    if name.startswith("embedded"):
         os.environ.pop("TELLTALE_KAFKA", None)
     mon, finish = _ab_logger(name, broker, options)
     pc = time.perf_counter_ns
@@ -354,11 +363,18 @@ def ab_child(name: str, workload: str, pairs: int, block_s: float, broker: str |
     def timed_block(with_log: bool) -> float:
         """run_block, and the CPU the other threads (sender, pipeline) used meanwhile, as a
         share of the block's wall time: less noisy than the wall time on a busy machine."""
+        k0 = _child_cpu()
         c0, m0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
         per_step = run_block(with_log)
         c1, m1, w1 = time.process_time(), time.thread_time(), time.perf_counter()
+        k1 = _child_cpu()
         (bg_b if with_log else bg_a).append(((c1 - c0) - (m1 - m0)) / (w1 - w0) * 100)
+        if k0 is not None and k1 is not None:
+            (child_b if with_log else child_a).append((k1 - k0) / (w1 - w0) * 100)
         return per_step
+
+    child_a: list[float] = []
+    child_b: list[float] = []
 
     bg_a: list[float] = []
     bg_b: list[float] = []
@@ -375,6 +391,9 @@ def ab_child(name: str, workload: str, pairs: int, block_s: float, broker: str |
            "a_ns": a, "b_ns": b, "finish_s": time.perf_counter() - t0,
            "bg_cpu_a_pct": statistics.median(bg_a), "bg_cpu_b_pct": statistics.median(bg_b),
            "slowdown_pct": [(y / x - 1) * 100 for x, y in zip(a, b, strict=True)]}
+    if child_a and child_b:
+        out["child_cpu_a_pct"] = statistics.median(child_a)
+        out["child_cpu_b_pct"] = statistics.median(child_b)
     if log_ns:
         out["log_p50_us"] = log_ns[len(log_ns) // 2] / 1000
         out["log_p99_us"] = log_ns[int(len(log_ns) * 0.99)] / 1000
@@ -382,6 +401,20 @@ def ab_child(name: str, workload: str, pairs: int, block_s: float, broker: str |
         st = mon.stats()
         out["stats"] = {k: st[k] for k in ("sent", "dropped", "spooled", "send_failures")}
     return out
+
+
+def _child_cpu() -> float | None:
+    """CPU seconds of the embedded pipeline's process (``embedded``), else None."""
+    ep = sys.modules.get("telltale.embedded_process")
+    proc = getattr(ep, "_process", None)
+    if proc is None:
+        return None
+    try:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_ab(name: str, workload: str, pairs: int, block_s: float, broker: str | None,
@@ -401,7 +434,8 @@ def run_ab(name: str, workload: str, pairs: int, block_s: float, broker: str | N
 
 def report_ab(rows: list[dict]) -> list[str]:
     print(f"\n{'logger':10} {'workload':14} {'A ms':>7} {'slowdown % per pair (B/A - 1)':>44} "
-          f"{'median':>7} {'IQR':>12} {'log p50 µs':>10} {'bg CPU % A/B':>13}")
+          f"{'median':>7} {'IQR':>12} {'log p50 µs':>10} {'bg CPU % A/B':>13} "
+          f"{'child CPU % A/B':>15}")
     verdicts = []
     for r in rows:
         label = {"step1": "~1 ms step", "step10": "~10 ms step",
@@ -416,9 +450,11 @@ def report_ab(rows: list[dict]) -> list[str]:
         a_ms = statistics.median(r["a_ns"]) / 1e6
         p50 = f"{r['log_p50_us']:.2f}" if "log_p50_us" in r else "-"
         bg = f"{r['bg_cpu_a_pct']:.1f}/{r['bg_cpu_b_pct']:.1f}"
+        kid = (f"{r['child_cpu_a_pct']:.1f}/{r['child_cpu_b_pct']:.1f}"
+               if "child_cpu_a_pct" in r else "-")
         print(f"{r['name']:10} {label:14} {a_ms:>7.3f} {per:>44} {med:>+7.2f} "
-              f"{q[0]:>+5.1f}..{q[2]:<+5.1f} {p50:>10} {bg:>13}")
-        if r["name"] in ("telltale", "embedded"):
+              f"{q[0]:>+5.1f}..{q[2]:<+5.1f} {p50:>10} {bg:>13} {kid:>15}")
+        if r["name"] in ("telltale", "embedded", "embedded-thread"):
             sent = r.get("stats", {}).get("sent", 0)
             verdicts.append(f"{r['name']} {label} ({sent} events delivered): slowdown "
                             f"{med:+.2f} % (median of "

@@ -7,6 +7,12 @@ import signal
 import threading
 
 _installed = False
+_after: list = []  # called after the monitors are flushed (the embedded pipeline process)
+
+
+def after_flush(fn) -> None:
+    """Have ``fn()`` called on SIGTERM after every monitor has been flushed."""
+    _after.append(fn)
 
 
 def flush_on_sigterm(timeout: float = 3.0) -> bool:
@@ -22,6 +28,11 @@ def flush_on_sigterm(timeout: float = 3.0) -> bool:
         from telltale.producers.client import _close_all
 
         _close_all(timeout=timeout)  # unsent events go to the spool
+        for fn in _after:
+            try:
+                fn()
+            except Exception:  # the process must still end as SIGTERM asks
+                pass
         if callable(previous):
             previous(signum, frame)
         elif previous != signal.SIG_IGN:  # default: die of SIGTERM, as without us

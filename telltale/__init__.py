@@ -25,7 +25,7 @@ def init(run: str | None = None, tags: dict | None = None, broker: str | None = 
 
     ``run`` defaults to ``TELLTALE_RUN``. ``broker`` (or ``TELLTALE_KAFKA``) selects Kafka,
     with security settings from ``TELLTALE_KAFKA_SECURITY_PROTOCOL`` / ``_SASL_*`` /
-    ``_SSL_*``; without one the run goes through the embedded pipeline in this process,
+    ``_SSL_*``; without one the run goes through the embedded pipeline in a child process,
     which prints alerts to stderr and keeps results in ``TELLTALE_STORE_DIR``.
 
     ``spool``: with Kafka, batches that cannot be delivered go to a spool file under
@@ -69,9 +69,9 @@ def init(run: str | None = None, tags: dict | None = None, broker: str | None = 
             rank = str((tags or {}).get("rank", os.environ.get("RANK", "0")))
             sp = Spool(spool if isinstance(spool, str) else cfg.spool_dir, run, rank)
     else:
-        from telltale.embedded import shared_driver
+        from telltale.embedded_process import shared_process
 
-        transport = CallableTransport(shared_driver(cfg).submit)
+        transport = CallableTransport(shared_process(cfg).submit)
     mon = Monitor(run, transport, tags=tags, spool=sp, privacy=privacy, **options)
     if system is None:
         system = cfg.system_interval
