@@ -28,13 +28,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, wait_for
-from servers import WebhookServer, free_port
 
 from telltale.access import AccessError, influx_query
 from telltale.config import Config
 from telltale.producers import KafkaTransport, Monitor
 from telltale.simulate import SimRun, simulate
+from tests.support import ROOT, wait_for
+from tests.support.servers import WebhookServer, free_port
 
 pytestmark = pytest.mark.services
 
