@@ -7,15 +7,8 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    Detector,
-    Finding,
-    Interval,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 
 class Divergence(Detector):
@@ -30,11 +23,13 @@ class Divergence(Detector):
     """
 
     name = "divergence"
-    parameter_constraints = {"alpha": UNIT, "ratio": Interval(Real, 1, None, "neither"),
-                             "patience": POSITIVE_INT, "min_periods": POSITIVE_INT,
-                             "best_slowdown": Interval(Real, 0, 1, "right"),
-                             "floor_frac": Interval(Real, 0, 1),
-                             "severity": SEVERITY}
+    parameter_constraints = {"alpha": constraints.UNIT,
+                             "ratio": constraints.Interval(Real, 1, None, "neither"),
+                             "patience": constraints.POSITIVE_INT,
+                             "min_periods": constraints.POSITIVE_INT,
+                             "best_slowdown": constraints.Interval(Real, 0, 1, "right"),
+                             "floor_frac": constraints.Interval(Real, 0, 1),
+                             "severity": constraints.SEVERITY}
     resolve_after = 50
 
     def __init__(self, alpha: float = 0.1, ratio: float = 2.0, patience: int = 10,

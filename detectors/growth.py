@@ -7,16 +7,8 @@ import math
 
 import numpy as np
 
-from telltale.detectors.base import (
-    NON_NEGATIVE_INT,
-    POSITIVE,
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    Detector,
-    Finding,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 
 class Growth(Detector):
@@ -24,9 +16,11 @@ class Growth(Detector):
     the value rose by more than ``rel`` of its level with ≥ ``up_fraction`` rising steps."""
 
     name = "growth"
-    parameter_constraints = {"span": POSITIVE_INT, "min_points": POSITIVE_INT, "rel": POSITIVE,
-                             "up_fraction": UNIT, "warmup": NON_NEGATIVE_INT,
-                             "severity": SEVERITY}
+    parameter_constraints = {"span": constraints.POSITIVE_INT,
+                             "min_points": constraints.POSITIVE_INT, "rel": constraints.POSITIVE,
+                             "up_fraction": constraints.UNIT,
+                             "warmup": constraints.NON_NEGATIVE_INT,
+                             "severity": constraints.SEVERITY}
     resolve_after = 150
 
     def __init__(self, span: int = 150, min_points: int = 6, rel: float = 0.03,

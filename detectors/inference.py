@@ -11,17 +11,8 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    POSITIVE,
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    Detector,
-    Finding,
-    Interval,
-    Options,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 
 class _Windowed(Detector):
@@ -76,9 +67,9 @@ class SLOBreach(_Windowed):
     """More than ``budget`` of the last ``window`` values above ``slo`` (e.g. p99 ≤ SLO)."""
 
     name = "slo"
-    parameter_constraints = {"slo": POSITIVE, "window": POSITIVE_INT, "budget": UNIT,
-                             "min_values": POSITIVE_INT, "every": POSITIVE_INT,
-                             "severity": SEVERITY}
+    parameter_constraints = {"slo": constraints.POSITIVE, "window": constraints.POSITIVE_INT,
+                             "budget": constraints.UNIT, "min_values": constraints.POSITIVE_INT,
+                             "every": constraints.POSITIVE_INT, "severity": constraints.SEVERITY}
 
     def __init__(self, slo: float = math.inf, window: int = 500, budget: float = 0.01,
                  min_values: int = 100, every: int = 50, severity: str = "critical"):
@@ -110,10 +101,12 @@ class QuantileRegression(_Windowed):
     ``reference`` values before them (latency regressions)."""
 
     name = "p99"
-    parameter_constraints = {"q": Interval(Real, 0, 100, "neither"), "recent": POSITIVE_INT,
-                             "reference": POSITIVE_INT, "min_reference": POSITIVE_INT,
-                             "factor": Interval(Real, 1, None, "neither"),
-                             "every": POSITIVE_INT, "severity": SEVERITY}
+    parameter_constraints = {"q": constraints.Interval(Real, 0, 100, "neither"),
+                             "recent": constraints.POSITIVE_INT,
+                             "reference": constraints.POSITIVE_INT,
+                             "min_reference": constraints.POSITIVE_INT,
+                             "factor": constraints.Interval(Real, 1, None, "neither"),
+                             "every": constraints.POSITIVE_INT, "severity": constraints.SEVERITY}
 
     def __init__(self, q: float = 99.0, recent: int = 200, reference: int = 1000,
                  min_reference: int = 300, factor: float = 1.5, every: int = 50,
@@ -149,9 +142,10 @@ class ErrorBurst(_Windowed):
     baseline rate explains (binomial tail probability below ``alpha``)."""
 
     name = "errorburst"
-    parameter_constraints = {"recent": POSITIVE_INT, "reference": POSITIVE_INT,
-                             "min_rate": UNIT, "alpha": UNIT, "min_errors": POSITIVE_INT,
-                             "every": POSITIVE_INT, "severity": SEVERITY}
+    parameter_constraints = {"recent": constraints.POSITIVE_INT,
+                             "reference": constraints.POSITIVE_INT, "min_rate": constraints.UNIT,
+                             "alpha": constraints.UNIT, "min_errors": constraints.POSITIVE_INT,
+                             "every": constraints.POSITIVE_INT, "severity": constraints.SEVERITY}
     clear = 2.0  # -log10(p) of the re-arm mark p = 0.01
 
     def __init__(self, recent: int = 100, reference: int = 2000, min_rate: float = 0.001,
@@ -216,10 +210,11 @@ class Drift(_Windowed):
     """
 
     name = "drift"
-    parameter_constraints = {"recent": POSITIVE_INT, "reference_size": POSITIVE_INT,
-                             "reference": Options(("first", "sliding")),
-                             "psi_threshold": POSITIVE, "alpha": UNIT,
-                             "every": POSITIVE_INT, "severity": SEVERITY}
+    parameter_constraints = {"recent": constraints.POSITIVE_INT,
+                             "reference_size": constraints.POSITIVE_INT,
+                             "reference": constraints.Options(("first", "sliding")),
+                             "psi_threshold": constraints.POSITIVE, "alpha": constraints.UNIT,
+                             "every": constraints.POSITIVE_INT, "severity": constraints.SEVERITY}
 
     def __init__(self, recent: int = 500, reference_size: int = 1000,
                  reference: str = "first", psi_threshold: float = 0.25, alpha: float = 1e-4,

@@ -7,14 +7,16 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import SEVERITY, Detector, Finding, Interval, score_over
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 
 class Jump(Detector):
     """Finding when x_t / x_(t-1) > ``factor`` (both positive and finite)."""
 
     name = "jump"
-    parameter_constraints = {"factor": Interval(Real, 1, None, "neither"), "severity": SEVERITY}
+    parameter_constraints = {"factor": constraints.Interval(Real, 1, None, "neither"),
+                             "severity": constraints.SEVERITY}
     resolve_after = 20
 
     def __init__(self, factor: float = 10.0, severity: str = "critical"):

@@ -36,7 +36,8 @@ import math
 
 import numpy as np
 
-from telltale.detectors.base import SEVERITY, UNIT, Detector, Finding, UnitScored, score_over
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, UnitScored, score_over
 
 _LOG_FLOOR = math.log(1.0 - 0.9999999999)
 
@@ -87,7 +88,8 @@ class LikelihoodEnsemble(UnitScored, Detector):
     """Anomaly score in 0..1 per value: max of two anomaly likelihoods, new peaks only."""
 
     name = "likelihood"
-    parameter_constraints = {"threshold": UNIT, "change_alpha": UNIT, "severity": SEVERITY}
+    parameter_constraints = {"threshold": constraints.UNIT, "change_alpha": constraints.UNIT,
+                             "severity": constraints.SEVERITY}
 
     def abnormal(self, values, scores):
         return score_over(scores, self.threshold, 1.0)

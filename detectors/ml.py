@@ -20,17 +20,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from telltale.detectors.base import (
-    BOOL,
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    Detector,
-    Finding,
-    UnitScored,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, UnitScored, score_over
 from telltale.detectors.runrules import RuleFinding, RunRule
 
 _MODELS: OrderedDict = OrderedDict()  # (fit nonce) -> fitted model; bounded LRU
@@ -143,11 +134,15 @@ class ShingleModel(UnitScored, Detector):
     """Base of the univariate scikit-learn detectors (see the module docstring)."""
 
     kind = "knn"
-    parameter_constraints = {"shingle": POSITIVE_INT, "reference": POSITIVE_INT,
-                             "refit_every": POSITIVE_INT, "min_reference": POSITIVE_INT,
-                             "threshold": UNIT, "log": BOOL, "cooldown": NON_NEGATIVE_INT,
-                             "severity": SEVERITY, "k": POSITIVE_INT, "nu": UNIT,
-                             "trees": POSITIVE_INT, "seed": NON_NEGATIVE_INT}
+    parameter_constraints = {"shingle": constraints.POSITIVE_INT,
+                             "reference": constraints.POSITIVE_INT,
+                             "refit_every": constraints.POSITIVE_INT,
+                             "min_reference": constraints.POSITIVE_INT,
+                             "threshold": constraints.UNIT, "log": constraints.BOOL,
+                             "cooldown": constraints.NON_NEGATIVE_INT,
+                             "severity": constraints.SEVERITY, "k": constraints.POSITIVE_INT,
+                             "nu": constraints.UNIT, "trees": constraints.POSITIVE_INT,
+                             "seed": constraints.NON_NEGATIVE_INT}
 
     def abnormal(self, values, scores):
         """Still past the calibrated 99th percentile of the reference."""
@@ -269,10 +264,14 @@ class MultivariateKNN(UnitScored, RunRule):
 
     name = "mvknn"
     kind = "knn"
-    parameter_constraints = {"min_metrics": POSITIVE_INT, "reference": POSITIVE_INT,
-                             "refit_every": POSITIVE_INT, "min_reference": POSITIVE_INT,
-                             "threshold": UNIT, "cooldown": NON_NEGATIVE_INT, "k": POSITIVE_INT,
-                             "nu": UNIT, "page": BOOL, "severity": SEVERITY}
+    parameter_constraints = {"min_metrics": constraints.POSITIVE_INT,
+                             "reference": constraints.POSITIVE_INT,
+                             "refit_every": constraints.POSITIVE_INT,
+                             "min_reference": constraints.POSITIVE_INT,
+                             "threshold": constraints.UNIT,
+                             "cooldown": constraints.NON_NEGATIVE_INT,
+                             "k": constraints.POSITIVE_INT, "nu": constraints.UNIT,
+                             "page": constraints.BOOL, "severity": constraints.SEVERITY}
 
     def __init__(self, kinds=("train",), exclude=("lr", "*learning_rate*"), min_metrics: int = 3,
                  reference: int = 256, refit_every: int = 128, min_reference: int = 64,
@@ -301,7 +300,7 @@ class MultivariateKNN(UnitScored, RunRule):
         by_rank: dict[str, list] = {}
         for (rank, _q), r in sorted(rows.items(), key=lambda kv: kv[0][1]):
             by_rank.setdefault(rank, []).append(r)
-        out = []
+        out: list[RuleFinding] = []
         for rank, rlist in sorted(by_rank.items()):
             rs = state["ranks"].get(rank)
             if rs is None:

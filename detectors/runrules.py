@@ -17,15 +17,8 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    AlertSemantics,
-    Finding,
-    Interval,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import AlertSemantics, Finding
 
 
 @dataclass(slots=True)
@@ -95,8 +88,10 @@ class Overfit(RunRule):
     """
 
     name = "overfit"
-    parameter_constraints = {"rel": Interval(Real, 0), "abs_": Interval(Real, 0),
-                             "patience": POSITIVE_INT, "alpha": UNIT, "severity": SEVERITY}
+    parameter_constraints = {"rel": constraints.Interval(Real, 0),
+                             "abs_": constraints.Interval(Real, 0),
+                             "patience": constraints.POSITIVE_INT, "alpha": constraints.UNIT,
+                             "severity": constraints.SEVERITY}
     score_scale = 0.25
 
     def __init__(self, val_patterns=("val*loss", "eval*loss", "validation*loss"),
@@ -169,9 +164,11 @@ class Straggler(RunRule):
     steps in a row (runs with at least ``min_ranks`` ranks)."""
 
     name = "straggler"
-    parameter_constraints = {"ratio": Interval(Real, 1, None, "neither"),
-                             "patience": POSITIVE_INT, "min_ranks": Interval(Real, 2),
-                             "max_pending": POSITIVE_INT, "severity": SEVERITY}
+    parameter_constraints = {"ratio": constraints.Interval(Real, 1, None, "neither"),
+                             "patience": constraints.POSITIVE_INT,
+                             "min_ranks": constraints.Interval(Real, 2),
+                             "max_pending": constraints.POSITIVE_INT,
+                             "severity": constraints.SEVERITY}
     score_scale = 0.5
 
     def __init__(self, patterns=("*step_time*",), ratio: float = 1.5, patience: int = 5,
@@ -184,7 +181,7 @@ class Straggler(RunRule):
         return {"m": {}}
 
     def update(self, state, batch, scores=None):
-        out = []
+        out: list[RuleFinding] = []
         by_metric: dict[str, list[SeriesBatch]] = {}
         for s in batch.values():
             if _match(s.metric, self.patterns):
@@ -258,8 +255,9 @@ class WeightsJump(RunRule):
     """
 
     name = "weights"
-    parameter_constraints = {"tolerance": Interval(Real, 1), "cooldown": NON_NEGATIVE_INT,
-                             "severity": SEVERITY}
+    parameter_constraints = {"tolerance": constraints.Interval(Real, 1),
+                             "cooldown": constraints.NON_NEGATIVE_INT,
+                             "severity": constraints.SEVERITY}
     resolve_after = 20
     score_scale = 4.0
 

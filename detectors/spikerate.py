@@ -12,14 +12,8 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    POSITIVE_INT,
-    SEVERITY,
-    Detector,
-    Finding,
-    Interval,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 
 class SpikeRate(Detector):
@@ -27,10 +21,11 @@ class SpikeRate(Detector):
     ``reference`` values fall within ``span`` steps; then quiet for ``span`` steps."""
 
     name = "spikerate"
-    parameter_constraints = {"factor": Interval(Real, 1, None, "neither"),
-                             "count": POSITIVE_INT, "span": POSITIVE_INT,
-                             "reference": POSITIVE_INT, "min_reference": POSITIVE_INT,
-                             "severity": SEVERITY}
+    parameter_constraints = {"factor": constraints.Interval(Real, 1, None, "neither"),
+                             "count": constraints.POSITIVE_INT, "span": constraints.POSITIVE_INT,
+                             "reference": constraints.POSITIVE_INT,
+                             "min_reference": constraints.POSITIVE_INT,
+                             "severity": constraints.SEVERITY}
     resolve_after = 100
 
     def __init__(self, factor: float = 8.0, count: int = 3, span: int = 100,

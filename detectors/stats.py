@@ -7,18 +7,8 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    DIRECTION,
-    NON_NEGATIVE_INT,
-    POSITIVE,
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    Detector,
-    Finding,
-    Interval,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 _MAD_TO_STD = 1.4826  # MAD of a normal distribution × this = its std
 
@@ -26,10 +16,12 @@ _MAD_TO_STD = 1.4826  # MAD of a normal distribution × this = its std
 class _ZDetector(Detector):
     """Shared by the z detectors: threshold by direction, a cooldown in steps."""
 
-    parameter_constraints = {
-        "window": POSITIVE_INT, "alpha": UNIT, "min_periods": POSITIVE_INT,
-        "threshold": POSITIVE, "direction": DIRECTION, "rel_floor": Interval(Real, 0),
-        "cooldown": NON_NEGATIVE_INT, "severity": SEVERITY}
+    parameter_constraints = {"window": constraints.POSITIVE_INT, "alpha": constraints.UNIT,
+                             "min_periods": constraints.POSITIVE_INT,
+                             "threshold": constraints.POSITIVE, "direction": constraints.DIRECTION,
+                             "rel_floor": constraints.Interval(Real, 0),
+                             "cooldown": constraints.NON_NEGATIVE_INT,
+                             "severity": constraints.SEVERITY}
 
     def __init__(self, min_periods: int, threshold: float, direction: str,
                  rel_floor: float, cooldown: int, severity: str):
@@ -152,15 +144,16 @@ class PageHinkley(Detector):
     """
 
     name = "pagehinkley"
-    parameter_constraints = {"delta": Interval(Real, 0), "threshold": POSITIVE,
-                             "warmup": Interval(Real, 2), "direction": DIRECTION,
-                             "severity": SEVERITY}
+    parameter_constraints = {"delta": constraints.Interval(Real, 0),
+                             "threshold": constraints.POSITIVE,
+                             "warmup": constraints.Interval(Real, 2),
+                             "direction": constraints.DIRECTION, "severity": constraints.SEVERITY}
 
     def __init__(self, delta: float = 0.5, threshold: float = 25.0, warmup: int = 50,
                  direction: str = "both", severity: str = "warning"):
         self.delta, self.threshold, self.warmup = delta, threshold, warmup
-        if direction not in DIRECTION.values:
-            raise ValueError(f"pagehinkley: parameter 'direction' must be {DIRECTION}, "
+        if direction not in constraints.DIRECTION.values:
+            raise ValueError(f"pagehinkley: parameter 'direction' must be {constraints.DIRECTION}, "
                              f"got {direction!r}")
         self.direction, self.severity = direction, severity
         self.score_scale = threshold / 2

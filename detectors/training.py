@@ -7,15 +7,8 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    Detector,
-    Finding,
-    Interval,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding
 
 
 class Plateau(Detector):
@@ -24,9 +17,10 @@ class Plateau(Detector):
     then rose is divergence, not a plateau.)"""
 
     name = "plateau"
-    parameter_constraints = {"alpha": UNIT, "patience": POSITIVE_INT, "rel": UNIT,
-                             "stuck_frac": Interval(Real, 0, 1, "right"),
-                             "warmup": POSITIVE_INT, "severity": SEVERITY}
+    parameter_constraints = {"alpha": constraints.UNIT, "patience": constraints.POSITIVE_INT,
+                             "rel": constraints.UNIT,
+                             "stuck_frac": constraints.Interval(Real, 0, 1, "right"),
+                             "warmup": constraints.POSITIVE_INT, "severity": constraints.SEVERITY}
     resolve_after = 0  # stuck training ends with the run (or a new best, which re-arms)
 
     def __init__(self, alpha: float = 0.05, patience: int = 300, rel: float = 0.01,
@@ -77,9 +71,10 @@ class Range(Detector):
     """Values outside [``low``, ``high``] for ``patience`` values in a row."""
 
     name = "range"
-    parameter_constraints = {"low": Interval(Real), "high": Interval(Real),
-                             "patience": POSITIVE_INT, "warmup": NON_NEGATIVE_INT,
-                             "severity": SEVERITY}
+    parameter_constraints = {"low": constraints.Interval(Real), "high": constraints.Interval(Real),
+                             "patience": constraints.POSITIVE_INT,
+                             "warmup": constraints.NON_NEGATIVE_INT,
+                             "severity": constraints.SEVERITY}
 
     def abnormal(self, values, scores):
         return np.nan_to_num(np.asarray(scores, dtype=float), nan=0.0) > 0.5

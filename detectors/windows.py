@@ -149,14 +149,14 @@ class WindowStats:
         sp = self.spec
         per = int(np.ceil(sp.size / sp.hop))
         base = np.floor(p / sp.hop) * sp.hop
-        starts, idx = [], []
+        starts_by_j, idx_by_j = [], []
         for j in range(per):
             st = base - j * sp.hop
             ok = p < st + sp.size
-            starts.append(st[ok])
-            idx.append(np.flatnonzero(ok))
-        starts = np.concatenate(starts)
-        idx = np.concatenate(idx)
+            starts_by_j.append(st[ok])
+            idx_by_j.append(np.flatnonzero(ok))
+        starts = np.concatenate(starts_by_j)
+        idx = np.concatenate(idx_by_j)
         order = np.lexsort((idx, starts))
         starts, idx = starts[order], idx[order]
         uniq, first = np.unique(starts, return_index=True)
@@ -172,7 +172,7 @@ class WindowStats:
         return self._close(state, lambda start: True)
 
     def _close(self, state, done) -> list[WindowResult]:
-        out = []
+        out: list[WindowResult] = []
         if state["pos"] is None:
             return out
         for key in sorted(state["open"], key=float):

@@ -6,18 +6,8 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    BOOL,
-    DIRECTION,
-    NON_NEGATIVE_INT,
-    POSITIVE,
-    POSITIVE_INT,
-    SEVERITY,
-    Detector,
-    Finding,
-    Interval,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 
 def rolling_mean_std(history: np.ndarray, new: np.ndarray, window: int, chunk: int = 4096):
@@ -61,10 +51,12 @@ class RollingZScore(Detector):
     """
 
     name = "zscore"
-    parameter_constraints = {
-        "window": POSITIVE_INT, "min_periods": POSITIVE_INT, "threshold": POSITIVE,
-        "direction": DIRECTION, "rel_floor": Interval(Real, 0), "cooldown": NON_NEGATIVE_INT,
-        "severity": SEVERITY, "log": BOOL}
+    parameter_constraints = {"window": constraints.POSITIVE_INT,
+                             "min_periods": constraints.POSITIVE_INT,
+                             "threshold": constraints.POSITIVE, "direction": constraints.DIRECTION,
+                             "rel_floor": constraints.Interval(Real, 0),
+                             "cooldown": constraints.NON_NEGATIVE_INT,
+                             "severity": constraints.SEVERITY, "log": constraints.BOOL}
     resolve_after = 50
 
     def __init__(self, window: int = 100, min_periods: int = 20, threshold: float = 6.0,
