@@ -20,6 +20,12 @@ class Divergence(Detector):
     started from: a loss that fell from 2.3 to 0.01 and wobbles to 0.03 has not diverged.
     Re-arms once the level falls back below the halfway mark. Non-finite values are left to
     :class:`NonFinite`.
+
+    >>> det = Divergence(alpha=0.5, best_slowdown=1.0, patience=2, min_periods=3)
+    >>> values = np.r_[np.linspace(2, 0.5, 10), [1.0, 2.0, 3.0, 4.0]]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(12, 'smoothed level 2.20829 has stayed above 2× its best 0.666341 for 2 values: diverging')]
     """
 
     name = "divergence"

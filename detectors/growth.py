@@ -13,7 +13,14 @@ from telltale.detectors.base import Detector, Finding, score_over
 
 class Growth(Detector):
     """Finding when, over the last ``span`` steps (at least ``min_points`` values),
-    the value rose by more than ``rel`` of its level with ≥ ``up_fraction`` rising steps."""
+    the value rose by more than ``rel`` of its level with ≥ ``up_fraction`` rising steps.
+
+    >>> det = Growth(span=10, min_points=5, warmup=0)
+    >>> values = 1 + 0.01 * np.arange(20)
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(10, 'grew 10.0% over the last 10 steps (1 → 1.1, 0.01 per step): leak?')]
+    """
 
     name = "growth"
     parameter_constraints = {"span": constraints.POSITIVE_INT,

@@ -64,7 +64,14 @@ class _Windowed(Detector):
 
 
 class SLOBreach(_Windowed):
-    """More than ``budget`` of the last ``window`` values above ``slo`` (e.g. p99 ≤ SLO)."""
+    """More than ``budget`` of the last ``window`` values above ``slo`` (e.g. p99 ≤ SLO).
+
+    >>> det = SLOBreach(slo=0.2, window=10, budget=0.1, min_values=5, every=5)
+    >>> values = np.array([0.1] * 6 + [0.3, 0.1, 0.3, 0.4])
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(9, '30.0% of the last 10 values are above the SLO 0.2 (budget 10.0%; p90 = 0.31)')]
+    """
 
     name = "slo"
     parameter_constraints = {"slo": constraints.POSITIVE, "window": constraints.POSITIVE_INT,
@@ -98,7 +105,14 @@ class SLOBreach(_Windowed):
 
 class QuantileRegression(_Windowed):
     """p``q`` of the last ``recent`` values above ``factor`` × the p``q`` of the
-    ``reference`` values before them (latency regressions)."""
+    ``reference`` values before them (latency regressions).
+
+    >>> det = QuantileRegression(q=90, recent=10, reference=20, min_reference=10, every=5)
+    >>> values = np.r_[np.tile([1.0, 1.2, 0.9, 1.1], 5), np.tile([2.0, 2.4], 5)]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(24, 'p90 of the last 10 values 2.4 is 2.00× the p90 1.2 of the 15 before them')]
+    """
 
     name = "p99"
     parameter_constraints = {"q": constraints.Interval(Real, 0, 100, "neither"),
@@ -139,7 +153,14 @@ class QuantileRegression(_Windowed):
 
 class ErrorBurst(_Windowed):
     """Error indicator (1 = error): the last ``recent`` requests hold more errors than the
-    baseline rate explains (binomial tail probability below ``alpha``)."""
+    baseline rate explains (binomial tail probability below ``alpha``).
+
+    >>> det = ErrorBurst(recent=10, reference=50, min_errors=3, every=5)
+    >>> values = np.r_[np.zeros(50), [0, 1, 1, 0, 1, 1, 0, 1, 0, 1]]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(54, '3 errors in the last 10 requests (30.0%) against a baseline of 0.10% (p = 1.2e-07)')]
+    """
 
     name = "errorburst"
     parameter_constraints = {"recent": constraints.POSITIVE_INT,
@@ -207,6 +228,13 @@ class Drift(_Windowed):
 
     ``reference="first"`` freezes the first ``reference_size`` values (a training-time
     baseline); ``"sliding"`` compares with the values just before the recent ones.
+
+    >>> det = Drift(recent=50, reference_size=50, every=50)
+    >>> values = np.r_[np.linspace(0, 1, 50), np.linspace(1, 2, 50)]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(int(f.index), f.message) for f in findings]
+    [(99, 'distribution drift: PSI 8.283 (> 0.25) and KS 0.980 (p = 1.8e-22) of the last 50 values
+    against the first 50')]
     """
 
     name = "drift"

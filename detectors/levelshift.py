@@ -22,6 +22,12 @@ class LevelShift(Detector):
     While the shift lasts the reference median is the one from before it (frozen), so a
     slowdown that stays is one open incident, not a new normal; it is over when the recent
     median is back within √factor of that reference.
+
+    >>> det = LevelShift(recent=3, reference=10, min_reference=5)
+    >>> values = np.r_[np.tile([1.0, 1.2, 0.9, 1.1], 3), np.full(4, 2.0)]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(13, 'median of the last 3 values 2 is 1.90× the median 1.05 before them')]
     """
 
     name = "levelshift"

@@ -48,6 +48,12 @@ class RobustZ(_ZDetector):
     """z = (x - median) / (1.4826 · MAD) over the previous ``window`` finite values.
 
     Outliers in the window move neither statistic, so one spike does not hide the next.
+
+    >>> det = RobustZ(min_periods=5)
+    >>> values = np.r_[np.tile([1.0, 1.2, 0.9, 1.1], 3), 3.0]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(12, '3 is +13.2 robust σ from its 12-value median 1.05 (MAD-based σ 0.148)')]
     """
 
     name = "robustz"
@@ -91,7 +97,14 @@ class RobustZ(_ZDetector):
 
 
 class EWMAZ(_ZDetector):
-    """z of each value against an exponentially weighted mean and variance (``alpha``)."""
+    """z of each value against an exponentially weighted mean and variance (``alpha``).
+
+    >>> det = EWMAZ(min_periods=5)
+    >>> values = np.r_[np.tile([1.0, 1.2, 0.9, 1.1], 3), 3.0]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(12, '3 is +24.8σ from its exponentially weighted mean 1.02298 ± 0.0798')]
+    """
 
     name = "ewma"
 
@@ -141,6 +154,12 @@ class PageHinkley(Detector):
     is compared with its extreme so far; a gap above ``threshold`` × σ is a change point,
     after which the test restarts on the new level. σ comes from the first ``warmup``
     values (a robust estimate), so the test is scale-free.
+
+    >>> det = PageHinkley(warmup=10, threshold=5)
+    >>> values = np.r_[np.tile([1.0, 1.2, 0.9, 1.1], 3), np.full(8, 2.0)]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(13, 'level shifted up (Page-Hinkley statistic 8.0σ > 5σ; running mean 1.41, now 2)')]
     """
 
     name = "pagehinkley"

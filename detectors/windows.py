@@ -100,7 +100,15 @@ def _reduce(xs, first, cnt, s, t):
 
 
 class WindowStats:
-    """Keeps the open windows of one series in a JSON-able state dict."""
+    """Keeps the open windows of one series in a JSON-able state dict.
+
+    >>> win = WindowStats(WindowSpec.parse("step:4"))
+    >>> state = win.new_state()
+    >>> steps = np.arange(1, 11)
+    >>> closed = win.update(state, steps, steps * 1.0, steps * 1.0)
+    >>> [(w.start, w.end, w.count, w.mean) for w in closed]
+    [(0.0, 4.0, 3, 2.0), (4.0, 8.0, 4, 5.5)]
+    """
 
     def __init__(self, spec: WindowSpec):
         self.spec = spec

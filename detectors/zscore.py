@@ -48,6 +48,12 @@ class RollingZScore(Detector):
 
     ``direction``: "both", "up" (only rises are anomalous) or "down". The std has a
     floor of ``rel_floor`` × |mean| so a flat series does not make every wobble infinite.
+
+    >>> det = RollingZScore(window=10, min_periods=5)
+    >>> values = np.r_[np.tile([1.0, 1.2, 0.9, 1.1], 3), 3.0]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(12, '3 is +17.6σ from its 10-value mean 1.04 ± 0.111')]
     """
 
     name = "zscore"
