@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -200,22 +199,6 @@ def load() -> str:
 def median(xs):
     xs = sorted(xs)
     return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-
-
-class Ticker(threading.Thread):
-    """Calls ``fn`` every ``every`` seconds in the background until stopped."""
-
-    def __init__(self, fn, every: float):
-        super().__init__(daemon=True)
-        self.fn, self.every, self._stop_ev = fn, every, threading.Event()
-
-    def run(self):
-        while not self._stop_ev.wait(self.every):
-            self.fn()
-
-    def stop(self):
-        self._stop_ev.set()
-        self.join(5)
 
 
 def publish_mix(cfg: Config, mix: RunMix, events: int, rate: float | None = None,
