@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]  # workload; tests.support
+# bench/ for workload, the repo root for tests.support
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 from workload import (  # noqa: E402
     bench_config,

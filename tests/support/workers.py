@@ -55,10 +55,6 @@ class WorkerProcess:
         except (OSError, ValueError):
             return {}
 
-    def events(self) -> int:
-        """Events processed, by the status file."""
-        return sum(self.status().get("runs", {}).values())
-
     def alive(self) -> bool:
         return self.proc.poll() is None
 
