@@ -30,15 +30,18 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# bench/ for workload, the repo root for tests.support
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
-from workload import Worker, bench_config, drop_database, load, median  # noqa: E402
+from workload import bench_config, load, median, start_worker  # noqa: E402
 
 from telltale.config import Config  # noqa: E402
 from telltale.records import record_key  # noqa: E402
 from telltale.schema import decode_message, encode_batch  # noqa: E402
 from telltale.streams.processor import RunProcessor  # noqa: E402
 from telltale.streams.topics import ensure_topics  # noqa: E402
+from tests.support.influx import drop_database  # noqa: E402
+from tests.support.workers import WorkerProcess  # noqa: E402
 
 TARGET_S = 15.0
 
@@ -121,7 +124,7 @@ def reference(cfg: Config, sent) -> dict[str, str]:
     return ref
 
 
-def assigned(workers) -> dict[Worker, list[int]]:
+def assigned(workers) -> dict[WorkerProcess, list[int]]:
     return {w: w.status().get("assigned", []) for w in workers if w.proc.poll() is None}
 
 
@@ -160,9 +163,9 @@ def main(argv=None) -> int:
     print(f"failover bench ({args.mode}): {args.kills} kills, {args.runs} runs x "
           f"{args.steps_per_s:g} steps/s, session timeout {session:g} s; {load()}")
     n = 2 if args.mode == "standby" else 1
-    workers = [Worker(cfg, f"w{i}") for i in range(n)]
+    workers = [start_worker(cfg, f"w{i}") for i in range(n)]
     for w in workers:
-        w.wait_ready()
+        w.wait_ready(90)
     tail = AlertTail(cfg)
     tail.start()
     trainers = Trainers(cfg, args.runs, args.steps_per_s, args.spike_every,
@@ -179,14 +182,14 @@ def main(argv=None) -> int:
         for k in range(args.kills):
             time.sleep(5.0)  # alerts flowing on every partition
             live = assigned(workers)
-            victim = next(w for w in sorted(live, key=lambda w: str(w.dir)) if live[w])
+            victim = next(w for w in sorted(live, key=lambda w: str(w.data_dir)) if live[w])
             parts = set(live[victim])
             os.kill(victim.proc.pid, signal.SIGKILL)
             t_kill = time.time()
             victim.proc.wait(10)
             if args.mode == "restart":
-                (victim.dir / "worker-status.json").unlink(missing_ok=True)  # the dead one's
-                workers.append(Worker(cfg, victim.dir.name))  # same data dir
+                (victim.data_dir / "worker-status.json").unlink(missing_ok=True)  # the dead one's
+                workers.append(start_worker(cfg, victim.data_dir.name))  # same data dir
             first = None
             t_owned = None
             while time.time() - t_kill < 90:
@@ -207,7 +210,7 @@ def main(argv=None) -> int:
                   f"{takeovers[-1]:.1f} s by worker status)")
             workers = [w for w in workers if w.proc.poll() is None]
             if args.mode == "standby":
-                workers.append(Worker(cfg, f"w{len(workers)}-{k}"))  # the next standby
+                workers.append(start_worker(cfg, f"w{len(workers)}-{k}"))  # the next standby
             wait_settled(workers, args.partitions)
     finally:
         trainers.stop_ev.set()
@@ -225,7 +228,7 @@ def main(argv=None) -> int:
         time.sleep(2.0)
         tail.close()
         for w in workers:
-            w.stop()
+            w.stop(60)
     got = {}
     for _, _, a in tail.records:
         got.setdefault(record_key(a), []).append(json.dumps(a, sort_keys=True))

@@ -33,12 +33,14 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# bench/ for workload, the repo root for tests.support
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
-from workload import Worker, bench_config, cpu_seconds, drop_database, load  # noqa: E402
+from workload import bench_config, cpu_seconds, load, start_worker  # noqa: E402
 
 from telltale.producers import KafkaTransport, Monitor  # noqa: E402
 from telltale.streams.topics import ensure_topics  # noqa: E402
+from tests.support.influx import drop_database  # noqa: E402
 
 TARGET_P99_MS = 500.0
 
@@ -113,8 +115,8 @@ def main(argv=None) -> int:
     print(f"latency bench: {args.rate:,.0f} events/s over {args.runs} runs for "
           f"{args.warmup:.0f}+{args.seconds:.0f} s, trainers at nice {args.trainer_nice}; "
           f"{load()}")
-    w = Worker(cfg, "w0", profile=args.profile)
-    w.wait_ready()
+    w = start_worker(cfg, "w0", profile=args.profile)
+    w.wait_ready(90)
     if args.trainer_nice:  # this thread and those it starts (trainers, alert tail) yield
         os.nice(args.trainer_nice)  # the CPU to the pipeline, as trainers elsewhere would
     tail = AlertTail(cfg)
@@ -174,7 +176,7 @@ def main(argv=None) -> int:
         mon.close()
     st = w.status()
     cpu_worker = cpu_seconds(w.proc.pid)
-    w.stop()
+    w.stop(60)
     lat, states = [], {}
     for arrival, a in tail.records:
         k = (a.get("run"), a.get("step"))

@@ -22,21 +22,22 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# bench/ for workload, the repo root for tests.support
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 from workload import (  # noqa: E402
     RunMix,
-    Worker,
     bench_config,
     consumer_lag,
-    drop_database,
     load,
     median,
     publish_mix,
-    rss_mb,
+    start_worker,
 )
 
 from telltale.streams.topics import ensure_topics  # noqa: E402
+from tests.support.influx import drop_database  # noqa: E402
+from tests.support.workers import rss_mb  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -59,8 +60,8 @@ def main(argv=None) -> int:
     print(f"soak: {args.events:,} events at {args.rate:,.0f} events/s "
           f"(~{args.events / args.rate / 60:.0f} min), {args.concurrent} live runs of "
           f"{args.min_steps}-{args.max_steps} steps; {load()}")
-    w = Worker(cfg, "w0")
-    w.wait_ready()
+    w = start_worker(cfg, "w0")
+    w.wait_ready(90)
 
     mix = RunMix(args.concurrent, args.min_steps, args.max_steps)
     result: dict = {}
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
         stop.set()
         th.join(30)
         final = w.status()
-        w.stop()
+        w.stop(60)
     sent, values = result.get("sent", (0, 0))
     elapsed = samples[-1][0]
     warm = [s for s in samples if s[0] >= min(120.0, elapsed / 10)] or samples

@@ -29,13 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# bench/ for workload, the repo root for tests.support
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 from workload import (  # noqa: E402
     bench_config,
     drain_with_workers,
-    drop_database,
-    influx_metric_values,
     load,
     median,
     preload,
@@ -46,6 +45,7 @@ from workload import (  # noqa: E402
 from telltale.schema import decode_message  # noqa: E402
 from telltale.sinks.buffer import DurablePointBuffer  # noqa: E402
 from telltale.streams.processor import RunProcessor  # noqa: E402
+from tests.support.influx import drop_database, metric_values  # noqa: E402
 
 TARGET = 0.5  # worker/raw metric values per second (not reachable on 2 shared cores)
 CPU_TARGET = 3.0  # worker/raw CPU per metric value
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
                 os.environ.pop("TELLTALE_SCORES", None)
             cpu: dict = {}
             secs = drain_with_workers(wcfg, topic_events, 1, cpu=cpu)
-            got = influx_metric_values(wcfg)
+            got = metric_values(wcfg)
             rates[mode].append(topic_values / secs)
             ok = "OK" if got == n_values else "MISMATCH"
             print(f"  worker #{i + 1}, scores {mode}: {topic_values / secs:,.0f} values/s "
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
             wc = with_group(c8, f"x{n}")
             cpu: dict = {}
             secs = drain_with_workers(wc, e8, n, cpu=cpu)
-            got = influx_metric_values(wc)
+            got = metric_values(wc)
             r[n] = v8 / secs
             print(f"  {n} worker(s) on 8 partitions: {r[n]:,.0f} values/s ({secs:.1f} s); "
                   f"InfluxDB {got}/{v8}; CPU s: "

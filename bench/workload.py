@@ -2,22 +2,17 @@
 
 A topic pre-loaded by Telltale's own producer (Monitor + KafkaTransport), a raw aiokafka
 drain (decode only: the practical limit of a Python consumer), `telltale worker`
-subprocesses, and read-back from InfluxDB. Needs the real services
-(``eval "$(bash scripts/services.sh start)"``).
+subprocesses (the tests' :class:`~tests.support.workers.WorkerProcess`), and read-back from
+InfluxDB. Needs the real services (``eval "$(bash scripts/services.sh start)"``) and the repo
+root on ``sys.path`` (for ``tests.support``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import os
-import subprocess
 import sys
-import threading
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -26,6 +21,7 @@ from telltale.producers import KafkaTransport, Monitor
 from telltale.schema import decode_message, encode_batch
 from telltale.simulate import RunMix, SimRun, simulate  # noqa: F401 (RunMix: re-exported)
 from telltale.streams.topics import ensure_topics
+from tests.support.workers import WorkerProcess
 
 
 def bench_config(tag: str, partitions: int, data_root: Path) -> Config:
@@ -123,64 +119,9 @@ def raw_drain(cfg: Config, keep: list | None = None) -> tuple[int, int, float]:
     return asyncio.run(_raw_drain(cfg, keep))
 
 
-def worker_env(cfg: Config) -> dict:
-    env = dict(os.environ)
-    env.update({
-        "TELLTALE_KAFKA": cfg.kafka, "TELLTALE_INFLUX_URL": cfg.influx_url or "",
-        "TELLTALE_TOPIC_PREFIX": cfg.topic_prefix, "TELLTALE_APP_ID": cfg.app_id,
-        "TELLTALE_INFLUX_DB": cfg.influx_db, "TELLTALE_PARTITIONS": str(cfg.partitions),
-        "TELLTALE_LOG_LEVEL": "warning", "TELLTALE_DATA_DIR": cfg.data_dir,
-    })
-    return env
-
-
-class Worker:
-    """One `telltale worker` subprocess; ``status()`` reads its worker-status.json."""
-
-    def __init__(self, cfg: Config, name: str = "w0", profile: str | None = None):
-        self.dir = Path(cfg.data_dir) / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        env = worker_env(cfg)
-        env["TELLTALE_DATA_DIR"] = str(self.dir)
-        cmd = [sys.executable, "-m", "telltale", "worker"]
-        if profile:
-            cmd = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "telltale", "worker"]
-        self.log_path = self.dir / "worker.log"
-        self.proc = subprocess.Popen(cmd, cwd=self.dir, env=env,
-                                     stdout=open(self.log_path, "wb"),
-                                     stderr=subprocess.STDOUT)
-
-    def status(self) -> dict:
-        try:
-            return json.loads((self.dir / "worker-status.json").read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def events(self) -> int:
-        return sum(self.status().get("runs", {}).values())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        """Until the worker holds partitions; exits the bench if it dies or never does."""
-        deadline = time.monotonic() + timeout
-        while not self.status().get("assigned"):
-            self.check()
-            if time.monotonic() > deadline:
-                sys.exit(f"worker not ready after {timeout:.0f} s")
-            time.sleep(0.2)
-
-    def check(self) -> None:
-        if self.proc.poll() is not None:
-            sys.exit(f"worker exited with {self.proc.returncode}:\n"
-                     + self.log_path.read_text(errors="replace")[-3000:])
+def start_worker(cfg: Config, name: str = "w0", profile: str | None = None) -> WorkerProcess:
+    """A ``telltale worker`` in ``cfg.data_dir/name`` (under cProfile with ``profile``)."""
+    return WorkerProcess(cfg, Path(cfg.data_dir) / name, profile)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -214,7 +155,8 @@ def drain_with_workers(cfg: Config, events: int, n: int = 1, timeout: float = 18
     ``cpu`` gets the CPU seconds each worker, Kafka and InfluxDB used meanwhile, and each
     worker's before its first processed event (``worker N start-up``: imports, joining);
     ``profile``: the (first) worker runs under cProfile, stats written there on exit."""
-    workers = [Worker(cfg, f"w{i}", profile=profile if i == 0 else None) for i in range(n)]
+    workers = [start_worker(cfg, f"w{i}", profile=profile if i == 0 else None)
+               for i in range(n)]
     svc = service_pids()
     svc0 = {k: cpu_seconds(p) for k, p in svc.items()}
     t_first = None
@@ -246,33 +188,7 @@ def drain_with_workers(cfg: Config, events: int, n: int = 1, timeout: float = 18
         sys.exit(f"workers did not finish in {timeout} s")
     finally:
         for w in workers:
-            w.stop()
-
-
-def influxql(cfg: Config, q: str) -> list[dict]:
-    url = f"{cfg.influx_url}/query?" + urllib.parse.urlencode({"db": cfg.influx_db, "q": q})
-    with urllib.request.urlopen(url, timeout=300) as resp:
-        doc = json.load(resp)
-    res = doc["results"][0]
-    if "error" in res:
-        raise RuntimeError(f"InfluxQL error for {q!r}: {res['error']}")
-    return res.get("series", [])
-
-
-def influx_metric_values(cfg: Config) -> int:
-    """Metric values in the ``metrics`` measurement (every field but step / nonfinite)."""
-    total = 0
-    for s in influxql(cfg, "SELECT count(*) FROM metrics"):
-        for col, v in zip(s["columns"], s["values"][0], strict=True):
-            if col.startswith("count_") and col not in ("count_step", "count_nonfinite"):
-                total += int(v or 0)
-    return total
-
-
-def drop_database(cfg: Config) -> None:
-    q = urllib.parse.urlencode({"q": f'DROP DATABASE "{cfg.influx_db}"'}).encode()
-    urllib.request.urlopen(urllib.request.Request(f"{cfg.influx_url}/query", data=q),
-                           timeout=60).read()
+            w.stop(60)
 
 
 def load() -> str:
@@ -283,30 +199,6 @@ def load() -> str:
 def median(xs):
     xs = sorted(xs)
     return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return math.nan
-
-
-class Ticker(threading.Thread):
-    """Calls ``fn`` every ``every`` seconds in the background until stopped."""
-
-    def __init__(self, fn, every: float):
-        super().__init__(daemon=True)
-        self.fn, self.every, self._stop_ev = fn, every, threading.Event()
-
-    def run(self):
-        while not self._stop_ev.wait(self.every):
-            self.fn()
-
-    def stop(self):
-        self._stop_ev.set()
-        self.join(5)
 
 
 def publish_mix(cfg: Config, mix: RunMix, events: int, rate: float | None = None,

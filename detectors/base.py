@@ -18,7 +18,6 @@ import inspect
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 
 import numpy as np
 
@@ -37,60 +36,6 @@ class Finding:
     cause: str = ""  # likely cause, when the rule knows one
     action: str = ""  # suggested next step
     contributors: list = field(default_factory=list)  # metrics behind a multivariate finding
-
-
-# -- parameter constraints (in the spirit of scikit-learn's ``_parameter_constraints``) ----
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A number of ``kind`` (Integral or Real) in [lo, hi] (open where ``closed`` says)."""
-
-    kind: type
-    lo: float | None = None
-    hi: float | None = None
-    closed: str = "both"  # "both" | "left" | "right" | "neither"
-
-    def ok(self, v) -> bool:
-        if isinstance(v, bool) or not isinstance(v, self.kind):
-            return False
-        if isinstance(v, float) and math.isnan(v):
-            return False
-        lo_ok = self.lo is None or (v >= self.lo if self.closed in ("both", "left")
-                                    else v > self.lo)
-        hi_ok = self.hi is None or (v <= self.hi if self.closed in ("both", "right")
-                                    else v < self.hi)
-        return lo_ok and hi_ok
-
-    def __str__(self) -> str:
-        what = "an integer" if self.kind is Integral else "a number"
-        lb = "[" if self.closed in ("both", "left") else "("
-        rb = "]" if self.closed in ("both", "right") else ")"
-        lo = "-inf" if self.lo is None else f"{self.lo:g}"
-        hi = "inf" if self.hi is None else f"{self.hi:g}"
-        return f"{what} in {lb}{lo}, {hi}{rb}"
-
-
-@dataclass(frozen=True)
-class Options:
-    """One of a fixed set of values."""
-
-    values: tuple
-
-    def ok(self, v) -> bool:
-        return v in self.values
-
-    def __str__(self) -> str:
-        return "one of " + ", ".join(repr(x) for x in self.values)
-
-
-POSITIVE_INT = Interval(Integral, 1)
-NON_NEGATIVE_INT = Interval(Integral, 0)
-POSITIVE = Interval(Real, 0, None, "neither")
-UNIT = Interval(Real, 0, 1, "neither")  # a fraction or smoothing factor in (0, 1)
-SEVERITY = Options(("info", "warning", "critical"))
-DIRECTION = Options(("up", "down", "both"))
-BOOL = Options((True, False))
 
 
 def check_params(cls, params: dict, what: str = "detector") -> None:

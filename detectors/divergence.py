@@ -7,15 +7,8 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    Detector,
-    Finding,
-    Interval,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 
 class Divergence(Detector):
@@ -27,14 +20,22 @@ class Divergence(Detector):
     started from: a loss that fell from 2.3 to 0.01 and wobbles to 0.03 has not diverged.
     Re-arms once the level falls back below the halfway mark. Non-finite values are left to
     :class:`NonFinite`.
+
+    >>> det = Divergence(alpha=0.5, best_slowdown=1.0, patience=2, min_periods=3)
+    >>> values = np.r_[np.linspace(2, 0.5, 10), [1.0, 2.0, 3.0, 4.0]]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(12, 'smoothed level 2.20829 has stayed above 2× its best 0.666341 for 2 values: diverging')]
     """
 
     name = "divergence"
-    parameter_constraints = {"alpha": UNIT, "ratio": Interval(Real, 1, None, "neither"),
-                             "patience": POSITIVE_INT, "min_periods": POSITIVE_INT,
-                             "best_slowdown": Interval(Real, 0, 1, "right"),
-                             "floor_frac": Interval(Real, 0, 1),
-                             "severity": SEVERITY}
+    parameter_constraints = {"alpha": constraints.UNIT,
+                             "ratio": constraints.Interval(Real, 1, None, "neither"),
+                             "patience": constraints.POSITIVE_INT,
+                             "min_periods": constraints.POSITIVE_INT,
+                             "best_slowdown": constraints.Interval(Real, 0, 1, "right"),
+                             "floor_frac": constraints.Interval(Real, 0, 1),
+                             "severity": constraints.SEVERITY}
     resolve_after = 50
 
     def __init__(self, alpha: float = 0.1, ratio: float = 2.0, patience: int = 10,

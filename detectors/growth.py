@@ -7,26 +7,27 @@ import math
 
 import numpy as np
 
-from telltale.detectors.base import (
-    NON_NEGATIVE_INT,
-    POSITIVE,
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    Detector,
-    Finding,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 
 class Growth(Detector):
     """Finding when, over the last ``span`` steps (at least ``min_points`` values),
-    the value rose by more than ``rel`` of its level with ≥ ``up_fraction`` rising steps."""
+    the value rose by more than ``rel`` of its level with ≥ ``up_fraction`` rising steps.
+
+    >>> det = Growth(span=10, min_points=5, warmup=0)
+    >>> values = 1 + 0.01 * np.arange(20)
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(10, 'grew 10.0% over the last 10 steps (1 → 1.1, 0.01 per step): leak?')]
+    """
 
     name = "growth"
-    parameter_constraints = {"span": POSITIVE_INT, "min_points": POSITIVE_INT, "rel": POSITIVE,
-                             "up_fraction": UNIT, "warmup": NON_NEGATIVE_INT,
-                             "severity": SEVERITY}
+    parameter_constraints = {"span": constraints.POSITIVE_INT,
+                             "min_points": constraints.POSITIVE_INT, "rel": constraints.POSITIVE,
+                             "up_fraction": constraints.UNIT,
+                             "warmup": constraints.NON_NEGATIVE_INT,
+                             "severity": constraints.SEVERITY}
     resolve_after = 150
 
     def __init__(self, span: int = 150, min_points: int = 6, rel: float = 0.03,

@@ -11,17 +11,8 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    POSITIVE,
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    Detector,
-    Finding,
-    Interval,
-    Options,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 
 class _Windowed(Detector):
@@ -73,12 +64,19 @@ class _Windowed(Detector):
 
 
 class SLOBreach(_Windowed):
-    """More than ``budget`` of the last ``window`` values above ``slo`` (e.g. p99 ≤ SLO)."""
+    """More than ``budget`` of the last ``window`` values above ``slo`` (e.g. p99 ≤ SLO).
+
+    >>> det = SLOBreach(slo=0.2, window=10, budget=0.1, min_values=5, every=5)
+    >>> values = np.array([0.1] * 6 + [0.3, 0.1, 0.3, 0.4])
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(9, '30.0% of the last 10 values are above the SLO 0.2 (budget 10.0%; p90 = 0.31)')]
+    """
 
     name = "slo"
-    parameter_constraints = {"slo": POSITIVE, "window": POSITIVE_INT, "budget": UNIT,
-                             "min_values": POSITIVE_INT, "every": POSITIVE_INT,
-                             "severity": SEVERITY}
+    parameter_constraints = {"slo": constraints.POSITIVE, "window": constraints.POSITIVE_INT,
+                             "budget": constraints.UNIT, "min_values": constraints.POSITIVE_INT,
+                             "every": constraints.POSITIVE_INT, "severity": constraints.SEVERITY}
 
     def __init__(self, slo: float = math.inf, window: int = 500, budget: float = 0.01,
                  min_values: int = 100, every: int = 50, severity: str = "critical"):
@@ -107,13 +105,22 @@ class SLOBreach(_Windowed):
 
 class QuantileRegression(_Windowed):
     """p``q`` of the last ``recent`` values above ``factor`` × the p``q`` of the
-    ``reference`` values before them (latency regressions)."""
+    ``reference`` values before them (latency regressions).
+
+    >>> det = QuantileRegression(q=90, recent=10, reference=20, min_reference=10, every=5)
+    >>> values = np.r_[np.tile([1.0, 1.2, 0.9, 1.1], 5), np.tile([2.0, 2.4], 5)]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(24, 'p90 of the last 10 values 2.4 is 2.00× the p90 1.2 of the 15 before them')]
+    """
 
     name = "p99"
-    parameter_constraints = {"q": Interval(Real, 0, 100, "neither"), "recent": POSITIVE_INT,
-                             "reference": POSITIVE_INT, "min_reference": POSITIVE_INT,
-                             "factor": Interval(Real, 1, None, "neither"),
-                             "every": POSITIVE_INT, "severity": SEVERITY}
+    parameter_constraints = {"q": constraints.Interval(Real, 0, 100, "neither"),
+                             "recent": constraints.POSITIVE_INT,
+                             "reference": constraints.POSITIVE_INT,
+                             "min_reference": constraints.POSITIVE_INT,
+                             "factor": constraints.Interval(Real, 1, None, "neither"),
+                             "every": constraints.POSITIVE_INT, "severity": constraints.SEVERITY}
 
     def __init__(self, q: float = 99.0, recent: int = 200, reference: int = 1000,
                  min_reference: int = 300, factor: float = 1.5, every: int = 50,
@@ -146,12 +153,20 @@ class QuantileRegression(_Windowed):
 
 class ErrorBurst(_Windowed):
     """Error indicator (1 = error): the last ``recent`` requests hold more errors than the
-    baseline rate explains (binomial tail probability below ``alpha``)."""
+    baseline rate explains (binomial tail probability below ``alpha``).
+
+    >>> det = ErrorBurst(recent=10, reference=50, min_errors=3, every=5)
+    >>> values = np.r_[np.zeros(50), [0, 1, 1, 0, 1, 1, 0, 1, 0, 1]]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(54, '3 errors in the last 10 requests (30.0%) against a baseline of 0.10% (p = 1.2e-07)')]
+    """
 
     name = "errorburst"
-    parameter_constraints = {"recent": POSITIVE_INT, "reference": POSITIVE_INT,
-                             "min_rate": UNIT, "alpha": UNIT, "min_errors": POSITIVE_INT,
-                             "every": POSITIVE_INT, "severity": SEVERITY}
+    parameter_constraints = {"recent": constraints.POSITIVE_INT,
+                             "reference": constraints.POSITIVE_INT, "min_rate": constraints.UNIT,
+                             "alpha": constraints.UNIT, "min_errors": constraints.POSITIVE_INT,
+                             "every": constraints.POSITIVE_INT, "severity": constraints.SEVERITY}
     clear = 2.0  # -log10(p) of the re-arm mark p = 0.01
 
     def __init__(self, recent: int = 100, reference: int = 2000, min_rate: float = 0.001,
@@ -213,13 +228,21 @@ class Drift(_Windowed):
 
     ``reference="first"`` freezes the first ``reference_size`` values (a training-time
     baseline); ``"sliding"`` compares with the values just before the recent ones.
+
+    >>> det = Drift(recent=50, reference_size=50, every=50)
+    >>> values = np.r_[np.linspace(0, 1, 50), np.linspace(1, 2, 50)]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(int(f.index), f.message) for f in findings]
+    [(99, 'distribution drift: PSI 8.283 (> 0.25) and KS 0.980 (p = 1.8e-22) of the last 50 values
+    against the first 50')]
     """
 
     name = "drift"
-    parameter_constraints = {"recent": POSITIVE_INT, "reference_size": POSITIVE_INT,
-                             "reference": Options(("first", "sliding")),
-                             "psi_threshold": POSITIVE, "alpha": UNIT,
-                             "every": POSITIVE_INT, "severity": SEVERITY}
+    parameter_constraints = {"recent": constraints.POSITIVE_INT,
+                             "reference_size": constraints.POSITIVE_INT,
+                             "reference": constraints.Options(("first", "sliding")),
+                             "psi_threshold": constraints.POSITIVE, "alpha": constraints.UNIT,
+                             "every": constraints.POSITIVE_INT, "severity": constraints.SEVERITY}
 
     def __init__(self, recent: int = 500, reference_size: int = 1000,
                  reference: str = "first", psi_threshold: float = 0.25, alpha: float = 1e-4,

@@ -7,14 +7,23 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import SEVERITY, Detector, Finding, Interval, score_over
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 
 class Jump(Detector):
-    """Finding when x_t / x_(t-1) > ``factor`` (both positive and finite)."""
+    """Finding when x_t / x_(t-1) > ``factor`` (both positive and finite).
+
+    >>> det = Jump(factor=3)
+    >>> values = np.array([1.0, 1.1, 5.0, 5.2])
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(2, 'jumped ×4.55 in one step (1.1 → 5)')]
+    """
 
     name = "jump"
-    parameter_constraints = {"factor": Interval(Real, 1, None, "neither"), "severity": SEVERITY}
+    parameter_constraints = {"factor": constraints.Interval(Real, 1, None, "neither"),
+                             "severity": constraints.SEVERITY}
     resolve_after = 20
 
     def __init__(self, factor: float = 10.0, severity: str = "critical"):

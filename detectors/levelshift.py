@@ -11,15 +11,8 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    DIRECTION,
-    POSITIVE_INT,
-    SEVERITY,
-    Detector,
-    Finding,
-    Interval,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 
 class LevelShift(Detector):
@@ -29,13 +22,20 @@ class LevelShift(Detector):
     While the shift lasts the reference median is the one from before it (frozen), so a
     slowdown that stays is one open incident, not a new normal; it is over when the recent
     median is back within √factor of that reference.
+
+    >>> det = LevelShift(recent=3, reference=10, min_reference=5)
+    >>> values = np.r_[np.tile([1.0, 1.2, 0.9, 1.1], 3), np.full(4, 2.0)]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(13, 'median of the last 3 values 2 is 1.90× the median 1.05 before them')]
     """
 
     name = "levelshift"
-    parameter_constraints = {"recent": POSITIVE_INT, "reference": POSITIVE_INT,
-                             "min_reference": POSITIVE_INT,
-                             "factor": Interval(Real, 1, None, "neither"),
-                             "direction": DIRECTION, "severity": SEVERITY}
+    parameter_constraints = {"recent": constraints.POSITIVE_INT,
+                             "reference": constraints.POSITIVE_INT,
+                             "min_reference": constraints.POSITIVE_INT,
+                             "factor": constraints.Interval(Real, 1, None, "neither"),
+                             "direction": constraints.DIRECTION, "severity": constraints.SEVERITY}
     resolve_after = 100
 
     def __init__(self, recent: int = 15, reference: int = 200, min_reference: int = 50,
@@ -59,7 +59,7 @@ class LevelShift(Detector):
         keep, recent = self.recent + self.reference, self.recent
         lim, rearm = math.log(self.factor), 0.5 * math.log(self.factor)
         scores = np.full(len(values), np.nan)
-        findings = []
+        findings: list[Finding] = []
         ok = np.flatnonzero((values > 0) & np.isfinite(values))
         if not len(ok):
             return scores, findings

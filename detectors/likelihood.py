@@ -36,7 +36,8 @@ import math
 
 import numpy as np
 
-from telltale.detectors.base import SEVERITY, UNIT, Detector, Finding, UnitScored, score_over
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, UnitScored, score_over
 
 _LOG_FLOOR = math.log(1.0 - 0.9999999999)
 
@@ -84,10 +85,20 @@ def _log_scale(likelihood: float) -> float:
 
 
 class LikelihoodEnsemble(UnitScored, Detector):
-    """Anomaly score in 0..1 per value: max of two anomaly likelihoods, new peaks only."""
+    """Anomaly score in 0..1 per value: max of two anomaly likelihoods, new peaks only.
+
+    >>> det = LikelihoodEnsemble(dims=(2, 4), history=40, learning=40, samples=9,
+    ...                          likelihood_history=100, reestimate=15, rest=20)
+    >>> values = np.sin(np.arange(200) / 3)
+    >>> values[150] = 4.0
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, round(f.score, 2)) for f in findings]
+    [(150, 0.81)]
+    """
 
     name = "likelihood"
-    parameter_constraints = {"threshold": UNIT, "change_alpha": UNIT, "severity": SEVERITY}
+    parameter_constraints = {"threshold": constraints.UNIT, "change_alpha": constraints.UNIT,
+                             "severity": constraints.SEVERITY}
 
     def abnormal(self, values, scores):
         return score_over(scores, self.threshold, 1.0)

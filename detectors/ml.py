@@ -24,17 +24,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from telltale.detectors.base import (
-    BOOL,
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    Detector,
-    Finding,
-    UnitScored,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, UnitScored, score_over
 from telltale.detectors.runrules import RuleFinding, RunRule
 
 _MODELS: OrderedDict = OrderedDict()  # (fit nonce) -> fitted model; bounded LRU
@@ -155,11 +146,15 @@ class ShingleModel(UnitScored, Detector):
     """Base of the univariate scikit-learn detectors (see the module docstring)."""
 
     kind = "knn"
-    parameter_constraints = {"shingle": POSITIVE_INT, "reference": POSITIVE_INT,
-                             "refit_every": POSITIVE_INT, "min_reference": POSITIVE_INT,
-                             "threshold": UNIT, "log": BOOL, "cooldown": NON_NEGATIVE_INT,
-                             "severity": SEVERITY, "k": POSITIVE_INT, "nu": UNIT,
-                             "trees": POSITIVE_INT, "seed": NON_NEGATIVE_INT}
+    parameter_constraints = {"shingle": constraints.POSITIVE_INT,
+                             "reference": constraints.POSITIVE_INT,
+                             "refit_every": constraints.POSITIVE_INT,
+                             "min_reference": constraints.POSITIVE_INT,
+                             "threshold": constraints.UNIT, "log": constraints.BOOL,
+                             "cooldown": constraints.NON_NEGATIVE_INT,
+                             "severity": constraints.SEVERITY, "k": constraints.POSITIVE_INT,
+                             "nu": constraints.UNIT, "trees": constraints.POSITIVE_INT,
+                             "seed": constraints.NON_NEGATIVE_INT}
 
     def abnormal(self, values, scores):
         """Still past the calibrated 99th percentile of the reference."""
@@ -249,21 +244,46 @@ class ShingleModel(UnitScored, Detector):
 
 
 class KNNDistance(ShingleModel):
-    """k-th nearest-neighbour distance of the value's shingle to the reference shingles."""
+    """k-th nearest-neighbour distance of the value's shingle to the reference shingles.
+
+    >>> det = KNNDistance(shingle=4, reference=64, refit_every=32, min_reference=32)
+    >>> values = np.sin(np.arange(120) / 3)
+    >>> values[100] = 4.0
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, round(f.score, 3)) for f in findings]
+    [(100, 1.0)]
+    """
 
     name = "knn"
     kind = "knn"
 
 
 class OneClassSVMDetector(ShingleModel):
-    """One-Class SVM (RBF) decision score of the shingle."""
+    """One-Class SVM (RBF) decision score of the shingle.
+
+    >>> det = OneClassSVMDetector(shingle=4, reference=64, refit_every=32, min_reference=32)
+    >>> values = np.sin(np.arange(120) / 3)
+    >>> values[100] = 4.0
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, round(f.score, 3)) for f in findings]
+    [(100, 1.0)]
+    """
 
     name = "ocsvm"
     kind = "ocsvm"
 
 
 class IsolationForestDetector(ShingleModel):
-    """Isolation Forest anomaly score of the shingle."""
+    """Isolation Forest anomaly score of the shingle.
+
+    >>> det = IsolationForestDetector(shingle=4, reference=64, refit_every=32, min_reference=32,
+    ...                               threshold=0.99)
+    >>> values = np.sin(np.arange(160) / 3)
+    >>> values[140] = 10.0
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, round(f.score, 3)) for f in findings]
+    [(141, 0.992)]
+    """
 
     name = "iforest"
     kind = "iforest"
@@ -337,14 +357,29 @@ class MultivariateKNN(UnitScored, RunRule):
     Every scored step's calibrated score goes to the run's ``scores`` (InfluxDB, the page);
     it pages only with ``page=True`` (validation showed no recall it adds at the precision
     target: bench/quality.py).
+
+    >>> from telltale.detectors.runrules import SeriesBatch
+    >>> steps = np.arange(1, 81)
+    >>> wave = {m: 1 + np.sin(steps / 4 + k) / 2
+    ...         for k, m in enumerate(("loss", "grad_norm", "acc"))}
+    >>> wave["loss"][70] = 5.0
+    >>> batch = {m: SeriesBatch(m, "0", "train", steps, steps * 1.0, v, steps)
+    ...          for m, v in wave.items()}
+    >>> rule = MultivariateKNN(reference=32, refit_every=16, min_reference=32)
+    >>> [(f.metric, f.step) for f in rule.update(rule.new_state(), batch)]
+    [('loss', 71)]
     """
 
     name = "mvknn"
     kind = "knn"
-    parameter_constraints = {"min_metrics": POSITIVE_INT, "reference": POSITIVE_INT,
-                             "refit_every": POSITIVE_INT, "min_reference": POSITIVE_INT,
-                             "threshold": UNIT, "cooldown": NON_NEGATIVE_INT, "k": POSITIVE_INT,
-                             "nu": UNIT, "page": BOOL, "severity": SEVERITY}
+    parameter_constraints = {"min_metrics": constraints.POSITIVE_INT,
+                             "reference": constraints.POSITIVE_INT,
+                             "refit_every": constraints.POSITIVE_INT,
+                             "min_reference": constraints.POSITIVE_INT,
+                             "threshold": constraints.UNIT,
+                             "cooldown": constraints.NON_NEGATIVE_INT,
+                             "k": constraints.POSITIVE_INT, "nu": constraints.UNIT,
+                             "page": constraints.BOOL, "severity": constraints.SEVERITY}
 
     def __init__(self, kinds=("train",), exclude=("lr", "*learning_rate*"), min_metrics: int = 3,
                  reference: int = 256, refit_every: int = 128, min_reference: int = 64,
@@ -440,7 +475,19 @@ class MultivariateKNN(UnitScored, RunRule):
 
 
 class MultivariateOCSVM(MultivariateKNN):
-    """The same step vectors scored by a One-Class SVM (RBF) instead of KNN distance."""
+    """The same step vectors scored by a One-Class SVM (RBF) instead of KNN distance.
+
+    >>> from telltale.detectors.runrules import SeriesBatch
+    >>> steps = np.arange(1, 101)
+    >>> wave = {m: 1 + np.sin(steps / 4 + k) / 2
+    ...         for k, m in enumerate(("loss", "grad_norm", "acc"))}
+    >>> wave["acc"][90] = 5.0
+    >>> batch = {m: SeriesBatch(m, "0", "train", steps, steps * 1.0, v, steps)
+    ...          for m, v in wave.items()}
+    >>> rule = MultivariateOCSVM(reference=32, refit_every=16, min_reference=32)
+    >>> [(f.metric, f.step) for f in rule.update(rule.new_state(), batch)]
+    [('acc', 91)]
+    """
 
     name = "mvocsvm"
     kind = "ocsvm"

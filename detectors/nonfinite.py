@@ -8,7 +8,14 @@ from telltale.detectors.base import Detector, Finding
 
 
 class NonFinite(Detector):
-    """Critical finding on the first NaN/Inf after a finite value (or at the start)."""
+    """Critical finding on the first NaN/Inf after a finite value (or at the start).
+
+    >>> det = NonFinite()
+    >>> values = np.array([1.0, np.nan, np.inf, 2.0, np.nan])
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(1, 'value is nan at step 2'), (4, 'value is nan at step 5')]
+    """
 
     name = "nonfinite"
     resolve_after = 20

@@ -44,7 +44,7 @@ REGISTRY: dict[str, type[Detector]] = {
         LikelihoodEnsemble)
 }
 
-_NF = ("nonfinite", {})
+_NF: tuple[str, dict] = ("nonfinite", {})
 _LOGZ = ("zscore", {"log": True, "threshold": 8.0})
 # timing: a slowdown is the run going at half speed or worse (the median of the last 25
 # steps at 2× the median of the 400 before them); only slower is a fault (a speed-up is

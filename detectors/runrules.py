@@ -17,15 +17,8 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    AlertSemantics,
-    Finding,
-    Interval,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import AlertSemantics, Finding
 
 
 @dataclass(slots=True)
@@ -92,11 +85,23 @@ class Overfit(RunRule):
     The margin is the usual early-stopping sense of "worse than the best", relative to the
     loss's own level; ``patience`` is the evidence count (two evaluations, so one noisy
     evaluation never fires). Nothing depends on how often the run evaluates.
+
+    >>> def series(metric, kind, steps, values):
+    ...     return SeriesBatch(metric, "0", kind, steps, steps * 1.0, values, steps)
+    >>> train = series("loss", "train", np.arange(1, 61), np.linspace(1.0, 0.1, 60))
+    >>> val = series("val_loss", "eval", np.arange(10, 61, 10),
+    ...              np.array([0.9, 0.6, 0.5, 0.8, 0.9, 1.0]))  # best at step 30
+    >>> rule = Overfit()
+    >>> found = rule.update(rule.new_state(), {"loss|0": train, "val_loss|0": val})
+    >>> [(f.metric, f.step) for f in found]
+    [('val_loss', 50)]
     """
 
     name = "overfit"
-    parameter_constraints = {"rel": Interval(Real, 0), "abs_": Interval(Real, 0),
-                             "patience": POSITIVE_INT, "alpha": UNIT, "severity": SEVERITY}
+    parameter_constraints = {"rel": constraints.Interval(Real, 0),
+                             "abs_": constraints.Interval(Real, 0),
+                             "patience": constraints.POSITIVE_INT, "alpha": constraints.UNIT,
+                             "severity": constraints.SEVERITY}
     score_scale = 0.25
 
     def __init__(self, val_patterns=("val*loss", "eval*loss", "validation*loss"),
@@ -166,12 +171,24 @@ class Overfit(RunRule):
 
 class Straggler(RunRule):
     """One rank's step time above ``ratio`` × the median of its peers for ``patience``
-    steps in a row (runs with at least ``min_ranks`` ranks)."""
+    steps in a row (runs with at least ``min_ranks`` ranks).
+
+    >>> def series(rank, seconds):  # one rank's step times at steps 1..20
+    ...     seq = 3 * np.arange(20) + int(rank)  # each value's position in the batch
+    ...     steps = np.arange(1, 21)
+    ...     return SeriesBatch("step_time", rank, "train", steps, np.zeros(20), seconds, seq)
+    >>> batch = {f"step_time|{r}": series(r, np.full(20, 2.0 if r == "2" else 1.0)) for r in "012"}
+    >>> rule = Straggler(patience=3)
+    >>> [(f.rank, f.step, f.finding.message) for f in rule.update(rule.new_state(), batch)]
+    [('2', 4, 'of rank 2 is 2.00× the median of its 2 peers (2 vs 1) for 3 steps: straggler')]
+    """
 
     name = "straggler"
-    parameter_constraints = {"ratio": Interval(Real, 1, None, "neither"),
-                             "patience": POSITIVE_INT, "min_ranks": Interval(Real, 2),
-                             "max_pending": POSITIVE_INT, "severity": SEVERITY}
+    parameter_constraints = {"ratio": constraints.Interval(Real, 1, None, "neither"),
+                             "patience": constraints.POSITIVE_INT,
+                             "min_ranks": constraints.Interval(Real, 2),
+                             "max_pending": constraints.POSITIVE_INT,
+                             "severity": constraints.SEVERITY}
     score_scale = 0.5
 
     def __init__(self, patterns=("*step_time*",), ratio: float = 1.5, patience: int = 5,
@@ -184,7 +201,7 @@ class Straggler(RunRule):
         return {"m": {}}
 
     def update(self, state, batch, scores=None):
-        out = []
+        out: list[RuleFinding] = []
         by_metric: dict[str, list[SeriesBatch]] = {}
         for s in batch.values():
             if _match(s.metric, self.patterns):
@@ -255,11 +272,21 @@ class WeightsJump(RunRule):
     the optimizer: weights were overwritten or rescaled outside it (a layer exploding or
     vanishing, a bad checkpoint load, weight surgery), or the two metrics are logged
     inconsistently. Needs both metrics on consecutive steps; no threshold is fitted.
+
+    >>> steps = np.arange(1, 6)
+    >>> norm = np.array([10.0, 10.01, 10.02, 8.0, 8.01])  # a 20% drop in one step
+    >>> batch = {m: SeriesBatch(m, "0", "train", steps, steps * 1.0, v, steps)
+    ...          for m, v in (("param_norm", norm), ("update_ratio", np.full(5, 0.001)))}
+    >>> rule = WeightsJump()
+    >>> [(f.step, f.finding.message) for f in rule.update(rule.new_state(), batch)]
+    [(4, "changed -20.2% in one step (10.02 → 8), 201.6× more than the optimizer's update could move
+    it (update_ratio 0.001)")]
     """
 
     name = "weights"
-    parameter_constraints = {"tolerance": Interval(Real, 1), "cooldown": NON_NEGATIVE_INT,
-                             "severity": SEVERITY}
+    parameter_constraints = {"tolerance": constraints.Interval(Real, 1),
+                             "cooldown": constraints.NON_NEGATIVE_INT,
+                             "severity": constraints.SEVERITY}
     resolve_after = 20
     score_scale = 4.0
 

@@ -12,25 +12,27 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    POSITIVE_INT,
-    SEVERITY,
-    Detector,
-    Finding,
-    Interval,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 
 class SpikeRate(Detector):
     """Finding when ``count`` values above ``factor`` × the median of the previous
-    ``reference`` values fall within ``span`` steps; then quiet for ``span`` steps."""
+    ``reference`` values fall within ``span`` steps; then quiet for ``span`` steps.
+
+    >>> det = SpikeRate(count=2, span=10, reference=10, min_reference=5)
+    >>> values = np.r_[np.tile([1.0, 1.2, 0.9, 1.1], 3), 9.0, 1.0, 9.0]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(14, '2 values above 8× the median 1.05 within 10 steps (latest 9): repeated stalls')]
+    """
 
     name = "spikerate"
-    parameter_constraints = {"factor": Interval(Real, 1, None, "neither"),
-                             "count": POSITIVE_INT, "span": POSITIVE_INT,
-                             "reference": POSITIVE_INT, "min_reference": POSITIVE_INT,
-                             "severity": SEVERITY}
+    parameter_constraints = {"factor": constraints.Interval(Real, 1, None, "neither"),
+                             "count": constraints.POSITIVE_INT, "span": constraints.POSITIVE_INT,
+                             "reference": constraints.POSITIVE_INT,
+                             "min_reference": constraints.POSITIVE_INT,
+                             "severity": constraints.SEVERITY}
     resolve_after = 100
 
     def __init__(self, factor: float = 8.0, count: int = 3, span: int = 100,

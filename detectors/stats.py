@@ -7,18 +7,8 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    DIRECTION,
-    NON_NEGATIVE_INT,
-    POSITIVE,
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    Detector,
-    Finding,
-    Interval,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 _MAD_TO_STD = 1.4826  # MAD of a normal distribution × this = its std
 
@@ -26,10 +16,12 @@ _MAD_TO_STD = 1.4826  # MAD of a normal distribution × this = its std
 class _ZDetector(Detector):
     """Shared by the z detectors: threshold by direction, a cooldown in steps."""
 
-    parameter_constraints = {
-        "window": POSITIVE_INT, "alpha": UNIT, "min_periods": POSITIVE_INT,
-        "threshold": POSITIVE, "direction": DIRECTION, "rel_floor": Interval(Real, 0),
-        "cooldown": NON_NEGATIVE_INT, "severity": SEVERITY}
+    parameter_constraints = {"window": constraints.POSITIVE_INT, "alpha": constraints.UNIT,
+                             "min_periods": constraints.POSITIVE_INT,
+                             "threshold": constraints.POSITIVE, "direction": constraints.DIRECTION,
+                             "rel_floor": constraints.Interval(Real, 0),
+                             "cooldown": constraints.NON_NEGATIVE_INT,
+                             "severity": constraints.SEVERITY}
 
     def __init__(self, min_periods: int, threshold: float, direction: str,
                  rel_floor: float, cooldown: int, severity: str):
@@ -56,6 +48,12 @@ class RobustZ(_ZDetector):
     """z = (x - median) / (1.4826 · MAD) over the previous ``window`` finite values.
 
     Outliers in the window move neither statistic, so one spike does not hide the next.
+
+    >>> det = RobustZ(min_periods=5)
+    >>> values = np.r_[np.tile([1.0, 1.2, 0.9, 1.1], 3), 3.0]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(12, '3 is +13.2 robust σ from its 12-value median 1.05 (MAD-based σ 0.148)')]
     """
 
     name = "robustz"
@@ -99,7 +97,14 @@ class RobustZ(_ZDetector):
 
 
 class EWMAZ(_ZDetector):
-    """z of each value against an exponentially weighted mean and variance (``alpha``)."""
+    """z of each value against an exponentially weighted mean and variance (``alpha``).
+
+    >>> det = EWMAZ(min_periods=5)
+    >>> values = np.r_[np.tile([1.0, 1.2, 0.9, 1.1], 3), 3.0]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(12, '3 is +24.8σ from its exponentially weighted mean 1.02298 ± 0.0798')]
+    """
 
     name = "ewma"
 
@@ -149,18 +154,25 @@ class PageHinkley(Detector):
     is compared with its extreme so far; a gap above ``threshold`` × σ is a change point,
     after which the test restarts on the new level. σ comes from the first ``warmup``
     values (a robust estimate), so the test is scale-free.
+
+    >>> det = PageHinkley(warmup=10, threshold=5)
+    >>> values = np.r_[np.tile([1.0, 1.2, 0.9, 1.1], 3), np.full(8, 2.0)]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(13, 'level shifted up (Page-Hinkley statistic 8.0σ > 5σ; running mean 1.41, now 2)')]
     """
 
     name = "pagehinkley"
-    parameter_constraints = {"delta": Interval(Real, 0), "threshold": POSITIVE,
-                             "warmup": Interval(Real, 2), "direction": DIRECTION,
-                             "severity": SEVERITY}
+    parameter_constraints = {"delta": constraints.Interval(Real, 0),
+                             "threshold": constraints.POSITIVE,
+                             "warmup": constraints.Interval(Real, 2),
+                             "direction": constraints.DIRECTION, "severity": constraints.SEVERITY}
 
     def __init__(self, delta: float = 0.5, threshold: float = 25.0, warmup: int = 50,
                  direction: str = "both", severity: str = "warning"):
         self.delta, self.threshold, self.warmup = delta, threshold, warmup
-        if direction not in DIRECTION.values:
-            raise ValueError(f"pagehinkley: parameter 'direction' must be {DIRECTION}, "
+        if direction not in constraints.DIRECTION.values:
+            raise ValueError(f"pagehinkley: parameter 'direction' must be {constraints.DIRECTION}, "
                              f"got {direction!r}")
         self.direction, self.severity = direction, severity
         self.score_scale = threshold / 2

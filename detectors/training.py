@@ -7,26 +7,27 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    NON_NEGATIVE_INT,
-    POSITIVE_INT,
-    SEVERITY,
-    UNIT,
-    Detector,
-    Finding,
-    Interval,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding
 
 
 class Plateau(Detector):
     """Not learning: the smoothed loss has not improved by ``rel`` over ``patience`` values
     and has never gone below ``stuck_frac`` × its starting level. (A loss that learned and
-    then rose is divergence, not a plateau.)"""
+    then rose is divergence, not a plateau.)
+
+    >>> det = Plateau(patience=10, warmup=5)
+    >>> values = 2.3 + 0.01 * (np.arange(20) % 2)
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [f.index for f in findings]
+    [14]
+    """
 
     name = "plateau"
-    parameter_constraints = {"alpha": UNIT, "patience": POSITIVE_INT, "rel": UNIT,
-                             "stuck_frac": Interval(Real, 0, 1, "right"),
-                             "warmup": POSITIVE_INT, "severity": SEVERITY}
+    parameter_constraints = {"alpha": constraints.UNIT, "patience": constraints.POSITIVE_INT,
+                             "rel": constraints.UNIT,
+                             "stuck_frac": constraints.Interval(Real, 0, 1, "right"),
+                             "warmup": constraints.POSITIVE_INT, "severity": constraints.SEVERITY}
     resolve_after = 0  # stuck training ends with the run (or a new best, which re-arms)
 
     def __init__(self, alpha: float = 0.05, patience: int = 300, rel: float = 0.01,
@@ -74,12 +75,20 @@ class Plateau(Detector):
 
 
 class Range(Detector):
-    """Values outside [``low``, ``high``] for ``patience`` values in a row."""
+    """Values outside [``low``, ``high``] for ``patience`` values in a row.
+
+    >>> det = Range(low=0.0, high=1.0, patience=2, warmup=0)
+    >>> values = np.array([0.5, 0.7, 1.2, 1.3, 0.9])
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(3, '1.3 is above the healthy range [0, 1] for 2 values')]
+    """
 
     name = "range"
-    parameter_constraints = {"low": Interval(Real), "high": Interval(Real),
-                             "patience": POSITIVE_INT, "warmup": NON_NEGATIVE_INT,
-                             "severity": SEVERITY}
+    parameter_constraints = {"low": constraints.Interval(Real), "high": constraints.Interval(Real),
+                             "patience": constraints.POSITIVE_INT,
+                             "warmup": constraints.NON_NEGATIVE_INT,
+                             "severity": constraints.SEVERITY}
 
     def abnormal(self, values, scores):
         return np.nan_to_num(np.asarray(scores, dtype=float), nan=0.0) > 0.5

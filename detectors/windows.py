@@ -100,7 +100,15 @@ def _reduce(xs, first, cnt, s, t):
 
 
 class WindowStats:
-    """Keeps the open windows of one series in a JSON-able state dict."""
+    """Keeps the open windows of one series in a JSON-able state dict.
+
+    >>> win = WindowStats(WindowSpec.parse("step:4"))
+    >>> state = win.new_state()
+    >>> steps = np.arange(1, 11)
+    >>> closed = win.update(state, steps, steps * 1.0, steps * 1.0)
+    >>> [(w.start, w.end, w.count, w.mean) for w in closed]
+    [(0.0, 4.0, 3, 2.0), (4.0, 8.0, 4, 5.5)]
+    """
 
     def __init__(self, spec: WindowSpec):
         self.spec = spec
@@ -149,14 +157,14 @@ class WindowStats:
         sp = self.spec
         per = int(np.ceil(sp.size / sp.hop))
         base = np.floor(p / sp.hop) * sp.hop
-        starts, idx = [], []
+        starts_by_j, idx_by_j = [], []
         for j in range(per):
             st = base - j * sp.hop
             ok = p < st + sp.size
-            starts.append(st[ok])
-            idx.append(np.flatnonzero(ok))
-        starts = np.concatenate(starts)
-        idx = np.concatenate(idx)
+            starts_by_j.append(st[ok])
+            idx_by_j.append(np.flatnonzero(ok))
+        starts = np.concatenate(starts_by_j)
+        idx = np.concatenate(idx_by_j)
         order = np.lexsort((idx, starts))
         starts, idx = starts[order], idx[order]
         uniq, first = np.unique(starts, return_index=True)
@@ -172,7 +180,7 @@ class WindowStats:
         return self._close(state, lambda start: True)
 
     def _close(self, state, done) -> list[WindowResult]:
-        out = []
+        out: list[WindowResult] = []
         if state["pos"] is None:
             return out
         for key in sorted(state["open"], key=float):

@@ -6,18 +6,8 @@ from numbers import Real
 
 import numpy as np
 
-from telltale.detectors.base import (
-    BOOL,
-    DIRECTION,
-    NON_NEGATIVE_INT,
-    POSITIVE,
-    POSITIVE_INT,
-    SEVERITY,
-    Detector,
-    Finding,
-    Interval,
-    score_over,
-)
+from telltale.detectors import constraints
+from telltale.detectors.base import Detector, Finding, score_over
 
 
 def rolling_mean_std(history: np.ndarray, new: np.ndarray, window: int, chunk: int = 4096):
@@ -58,13 +48,21 @@ class RollingZScore(Detector):
 
     ``direction``: "both", "up" (only rises are anomalous) or "down". The std has a
     floor of ``rel_floor`` × |mean| so a flat series does not make every wobble infinite.
+
+    >>> det = RollingZScore(window=10, min_periods=5)
+    >>> values = np.r_[np.tile([1.0, 1.2, 0.9, 1.1], 3), 3.0]
+    >>> scores, findings = det.update(det.new_state(), np.arange(1, len(values) + 1), values)
+    >>> [(f.index, f.message) for f in findings]
+    [(12, '3 is +17.6σ from its 10-value mean 1.04 ± 0.111')]
     """
 
     name = "zscore"
-    parameter_constraints = {
-        "window": POSITIVE_INT, "min_periods": POSITIVE_INT, "threshold": POSITIVE,
-        "direction": DIRECTION, "rel_floor": Interval(Real, 0), "cooldown": NON_NEGATIVE_INT,
-        "severity": SEVERITY, "log": BOOL}
+    parameter_constraints = {"window": constraints.POSITIVE_INT,
+                             "min_periods": constraints.POSITIVE_INT,
+                             "threshold": constraints.POSITIVE, "direction": constraints.DIRECTION,
+                             "rel_floor": constraints.Interval(Real, 0),
+                             "cooldown": constraints.NON_NEGATIVE_INT,
+                             "severity": constraints.SEVERITY, "log": constraints.BOOL}
     resolve_after = 50
 
     def __init__(self, window: int = 100, min_periods: int = 20, threshold: float = 6.0,

@@ -21,6 +21,7 @@ eval "$(bash scripts/services.sh start)"   # fails loudly if a service cannot st
 [[ $was_running == 1 ]] || trap 'bash scripts/services.sh stop' EXIT
 
 ruff check .
+mypy  # the directories listed in pyproject.toml's [tool.mypy] files
 set +e
 python -m pytest "$@"
 rc=$?

@@ -3,10 +3,10 @@ Hugging Face Trainer, PyTorch Lightning."""
 
 import numpy as np
 import torch
-from test_producer_spool import SwitchableTransport
 from torch import nn
 
 from telltale.producers import Monitor
+from tests.support.transports import SwitchableTransport
 
 
 def monitor():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -15,19 +14,17 @@ import urllib.request
 
 import pytest
 import yaml
-from conftest import ROOT, config_env, influxql, wait_for
 
 from telltale.simulate import DEMO_RUNS, SERVE_RUN, simulate, simulate_serve, simulate_system
+from tests.support import ROOT, wait_for
+from tests.support.influx import influxql, run_points
+from tests.support.servers import free_port
+from tests.support.services import config_env, isolated_config
+from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.services
 
 DASHBOARDS = sorted((ROOT / "dashboards" / "chronograf").glob("*.json"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def expected_events() -> dict[str, int]:
@@ -49,15 +46,9 @@ def concrete(q: str, db: str, run: str) -> str:
 @pytest.fixture(scope="module")
 def demo_in_influx(services, tmp_path_factory):
     """One worker (with its dashboard on) fed by `telltale demo --publish`."""
-    from conftest import WorkerProcess, unique
-
-    from telltale.config import Config
-
     tmp = tmp_path_factory.mktemp("chronograf")
-    name = unique("ui")
-    cfg = Config(kafka=services["TELLTALE_KAFKA"], influx_url=services["TELLTALE_INFLUX_URL"],
-                 topic_prefix=name, app_id=f"{name}-worker", influx_db=name.replace("-", "_"),
-                 data_dir=str(tmp / "worker"), partitions=2, web_port=free_port())
+    cfg = isolated_config(services, tmp / "worker", prefix="ui", partitions=2,
+                          web_port=free_port())
     import os
 
     old = {k: os.environ.get(k) for k in ("TELLTALE_WORKER_UI", "TELLTALE_WEB_PORT")}
@@ -74,18 +65,13 @@ def demo_in_influx(services, tmp_path_factory):
                               timeout=180)
         assert proc.returncode == 0, proc.stderr
         for run, n in expected_events().items():
-            wait_for(lambda run=run, n=n: _count(cfg, run) == n, timeout=90,
+            wait_for(lambda run=run, n=n: run_points(cfg, run) == n, timeout=90,
                      what=f"{n} events of {run} in InfluxDB")
         wait_for(lambda: influxql(cfg, 'SELECT count("score") FROM "alerts"'), timeout=30,
                  what="alerts in InfluxDB")
         yield cfg, worker
     finally:
         worker.stop()
-
-
-def _count(cfg, run: str) -> int:
-    s = influxql(cfg, f'SELECT count("step") FROM "metrics" WHERE "run" = \'{run}\'')
-    return s[0]["values"][0][1] if s else 0
 
 
 def test_dashboards_are_chronograf_documents_mounted_by_compose():

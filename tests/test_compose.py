@@ -3,7 +3,8 @@
 import re
 
 import yaml
-from conftest import ROOT
+
+from tests.support import ROOT
 
 
 def test_compose_parses_and_matches_the_local_scripts():

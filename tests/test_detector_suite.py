@@ -27,7 +27,7 @@ from telltale.detectors.stats import EWMAZ, PageHinkley, RobustZ
 from telltale.detectors.training import Plateau, Range
 from telltale.schema import Event
 from telltale.streams.processor import RunProcessor
-from tests.test_detectors import assert_batch_independent
+from tests.support.detectors import assert_batch_independent
 
 SMALL = [RobustZ(window=50, min_periods=10), EWMAZ(min_periods=10), PageHinkley(warmup=20),
          Plateau(patience=50, warmup=10), Range(low=0.5, high=5, warmup=5),

@@ -9,9 +9,10 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, config_env, wait_for
 
 from telltale.producers import KafkaTransport, Monitor
+from tests.support import ROOT, wait_for
+from tests.support.services import config_env
 
 pytestmark = pytest.mark.services
 

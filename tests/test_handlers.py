@@ -8,11 +8,11 @@ import threading
 import time
 
 import pytest
-from servers import SmtpServer, WebhookServer
 
 from telltale.sinks.delivery import Notifier, NotifyConfig
 from telltale.sinks.handlers import ConfigError
 from telltale.sinks.silences import FileSilences, Silence, new_silence, parse_duration
+from tests.support.servers import SmtpServer, WebhookServer
 
 
 def alert(run="r1", metric="loss", severity="warning", state="firing", step=10, aid="a1"):
@@ -109,7 +109,7 @@ def test_email_over_smtp_groups_a_run():
 
 
 def test_smtp_down_is_a_delivery_error_and_dead_letters():
-    from servers import free_port
+    from tests.support.servers import free_port
 
     dead = []
     n = Notifier(config({"mail": {"type": "email", "port": free_port(), "host": "127.0.0.1",

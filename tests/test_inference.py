@@ -4,10 +4,10 @@ import asyncio
 import time
 
 import pytest
-from test_producer_spool import SwitchableTransport
 
 from telltale.producers import Monitor
 from telltale.producers.inference import TelltaleMiddleware, llm_fields
+from tests.support.transports import SwitchableTransport
 
 
 def infer_events(t):

@@ -11,12 +11,14 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import config_env, influxql, wait_for
-from servers import WebhookServer
-from test_kafka_pipeline import TopicReader
 
 from telltale.producers import KafkaTransport, Monitor
 from telltale.simulate import SimRun, simulate
+from tests.support import wait_for
+from tests.support.influx import influxql
+from tests.support.kafka import TopicReader
+from tests.support.servers import WebhookServer
+from tests.support.services import config_env
 
 pytestmark = pytest.mark.services
 

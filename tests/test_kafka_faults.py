@@ -16,22 +16,22 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import config_env, influxql, wait_for
 from kafka import KafkaProducer
-from test_kafka_pipeline import TopicReader, _influx_count
 
 from telltale.config import Config
 from telltale.records import record_key
 from telltale.schema import decode_message, encode_batch
 from telltale.simulate import SimRun, simulate
 from telltale.streams.processor import RunProcessor
+from tests.support import wait_for
+from tests.support.influx import influxql, run_points
+from tests.support.kafka import TopicReader
+from tests.support.services import config_env, services_sh
 
 pytestmark = pytest.mark.services
-ROOT = Path(__file__).resolve().parents[1]
 
 RUNS = [SimRun("ft-clean", None, None, steps=900, seed=31),
         SimRun("ft-spike", "spike", 700, steps=900, seed=32),
@@ -100,7 +100,7 @@ def publish(cfg: Config, msgs) -> None:
 
 def wait_all_in_influx(cfg: Config, msgs, timeout: float = 120.0) -> None:
     for run, n in events_per_run(msgs).items():
-        wait_for(lambda run=run, n=n: _influx_count(cfg, run) == n, timeout=timeout,
+        wait_for(lambda run=run, n=n: run_points(cfg, run) == n, timeout=timeout,
                  what=f"{n} events of {run} in InfluxDB")
 
 
@@ -124,11 +124,6 @@ def check_against_reference(cfg: Config, msgs, alert_records: list[dict]) -> Non
     firing = Counter(a["id"] for a in {record_key(a): a for a in alert_records}.values()
                      if a["state"] == "firing")
     assert firing and max(firing.values()) == 1
-
-
-def services(*args: str) -> None:
-    subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), *args], check=True,
-                   capture_output=True, timeout=300)
 
 
 def test_a_restarted_worker_keeps_the_idle_clock_of_its_runs(kafka_config, start_worker):
@@ -208,7 +203,7 @@ def test_a_second_worker_joins_then_leaves(kafka_config, start_worker):
     try:
         wait_all_in_influx(cfg, msgs, timeout=45)
     except AssertionError as exc:
-        counts = {r.run: _influx_count(cfg, r.run) for r in RUNS}
+        counts = {r.run: run_points(cfg, r.run) for r in RUNS}
         raise AssertionError(f"{exc}\nin InfluxDB: {counts}\na: {a.status()}\nb: {b.status()}"
                              f"\n--- a:\n{a.log()[-3000:]}\n--- b:\n{b.log()[-3000:]}") from None
     time.sleep(1.0)
@@ -232,11 +227,11 @@ def test_broker_restart_mid_stream(kafka_config, start_worker):
     publish(cfg, msgs[:half])
     wait_for(lambda: w.status().get("messages", 0) >= half, timeout=60,
              what="the first half processed")
-    services("stop-kafka")
+    services_sh("stop-kafka")
     try:
         time.sleep(10)
     finally:
-        services("start-kafka", "--keep-data")
+        services_sh("start-kafka", "--keep-data")
     publish(cfg, msgs[half:])
     try:
         wait_all_in_influx(cfg, msgs, timeout=180)
@@ -266,7 +261,7 @@ def test_influxdb_down_for_60s_spills_and_catches_up(kafka_config, start_worker)
     w.wait_ready()
     publish(cfg, msgs[:half])
     wait_all_in_influx(cfg, msgs[:half])
-    services("stop-influx")
+    services_sh("stop-influx")
     try:
         publish(cfg, msgs[half:])
         wait_for(lambda: w.status().get("messages", 0) >= len(msgs), timeout=60,
@@ -275,7 +270,7 @@ def test_influxdb_down_for_60s_spills_and_catches_up(kafka_config, start_worker)
                            what="points spilled to disk")
         time.sleep(max(0.0, 60 - 5))
     finally:
-        services("start-influx", "--keep-data")
+        services_sh("start-influx", "--keep-data")
     wait_all_in_influx(cfg, msgs)
     wait_for(lambda: w.status()["influx"]["spill_files"] == 0, timeout=60,
              what="the spill written and removed")

@@ -8,21 +8,15 @@ import time
 from dataclasses import replace
 
 import pytest
-from conftest import influxql, wait_for
 from kafka import KafkaProducer
-from test_kafka_pipeline import TopicReader, _influx_count
 
 from telltale.schema import encode_batch
+from tests.support import wait_for
+from tests.support.influx import influxql, run_points
+from tests.support.kafka import TopicReader
+from tests.support.workers import rss_mb
 
 pytestmark = pytest.mark.services
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def mutate(rng: random.Random, raw: bytes) -> bytes:
@@ -91,7 +85,7 @@ def test_fuzzed_and_hostile_input_is_dead_lettered_and_memory_stays_bounded(kafk
         send_good(i * 100)
     prod.flush()
     prod.close()
-    wait_for(lambda: _influx_count(cfg, "good") == len(good), timeout=120,
+    wait_for(lambda: run_points(cfg, "good") == len(good), timeout=120,
              what="every event of the good run in InfluxDB")
     wait_for(lambda: sum("active runs" in r["reason"] for r in dead.values()) >= 8000,
              timeout=120, what="the runs past the limit dead-lettered")
@@ -181,7 +175,7 @@ def test_hostile_names_numbers_and_times_through_the_real_services(kafka_config,
     send_good()
     prod.flush()
     for run in good_runs:
-        wait_for(lambda run=run: _influx_count(cfg, run) == 100, timeout=60,
+        wait_for(lambda run=run: run_points(cfg, run) == 100, timeout=60,
                  what=f"every point of {run} in InfluxDB")
     wait_for(lambda: len(_series(cfg, "steps")) == 6, timeout=30, what="the steps run")
     time.sleep(1.5)
@@ -189,7 +183,7 @@ def test_hostile_names_numbers_and_times_through_the_real_services(kafka_config,
     send_good()
     prod.flush()
     prod.close()
-    wait_for(lambda: _influx_count(cfg, good_runs[-1]) == 100, timeout=60, what="last good run")
+    wait_for(lambda: run_points(cfg, good_runs[-1]) == 100, timeout=60, what="last good run")
     dead.close()
     reasons: dict = {}  # run -> reasons
     for r in dead.values():
@@ -256,9 +250,9 @@ def test_points_influxdb_refuses_are_dead_lettered_not_spilled(kafka_config, sta
     prod.flush()
     prod.close()
     for r in range(3):
-        wait_for(lambda r=r: _influx_count(cfg, f"after-{r}") == 200, timeout=60,
+        wait_for(lambda r=r: run_points(cfg, f"after-{r}") == 200, timeout=60,
                  what=f"run after-{r} complete in InfluxDB")
-    wait_for(lambda: _influx_count(cfg, "mixed") == 27, timeout=30,
+    wait_for(lambda: run_points(cfg, "mixed") == 27, timeout=30,
              what="the accepted points of the mixed run")
     refused = wait_for(lambda: [r for r in dead.values() if "InfluxDB refused" in r["reason"]]
                        if len(dead.values()) >= 3 else None, timeout=30,

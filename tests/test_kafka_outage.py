@@ -4,27 +4,21 @@ Run with each Kafka client the producer can use (confluent-kafka, kafka-python).
 
 import gc
 import json
-import subprocess
 import threading
 import time
 
 import numpy as np
 import pytest
-from conftest import ROOT
 from kafka import KafkaConsumer
 
 from telltale.producers import ConfluentTransport, KafkaTransport, Monitor, kafka_transport
 from telltale.producers.spool import Spool
 from telltale.streams.topics import ensure_topics
+from tests.support.services import services_sh
 
 pytestmark = pytest.mark.services
 
 OUTAGE_S = 30.0
-
-
-def services(cmd: str, *args: str) -> None:
-    subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), cmd, *args], check=True,
-                   capture_output=True, timeout=180)
 
 
 @pytest.mark.parametrize("client", ["confluent-kafka", "kafka-python"])
@@ -48,11 +42,11 @@ def test_a_30s_outage_blocks_no_step_and_every_event_arrives_in_order(kafka_conf
         try:
             time.sleep(3.0)
             phase["name"] = "stopping"
-            services("stop-kafka")
+            services_sh("stop-kafka", timeout=180)
             phase["name"] = "down"
             time.sleep(OUTAGE_S)
             phase["name"] = "restarting"
-            services("start-kafka", "--keep-data")
+            services_sh("start-kafka", "--keep-data", timeout=180)
             phase["name"] = "after"
             time.sleep(3.0)
         except Exception as exc:  # reported by the main thread

@@ -5,50 +5,26 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 
 import numpy as np
 import pytest
-from conftest import config_env, influxql, wait_for
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from telltale.config import Config
 from telltale.producers import KafkaTransport, Monitor
 from telltale.schema import encode_batch
 from telltale.simulate import DEMO_RUNS, SimRun, simulate
 from telltale.streams.embedded import EmbeddedPipeline
+from tests.support import wait_for
+from tests.support.influx import influxql, run_points
+from tests.support.kafka import TopicReader
+from tests.support.services import config_env
 
 pytestmark = pytest.mark.services
 
 RUNS = [SimRun("e2e-clean", None, None, seed=11), SimRun("e2e-spike", "spike", 300, seed=12),
         SimRun("e2e-nan", "nan", 420, seed=13)]
-
-
-class TopicReader:
-    """Collects (arrival time, decoded record) from a topic in a background thread."""
-
-    def __init__(self, cfg: Config, topic: str):
-        self.records: list[tuple[float, dict]] = []
-        self._stop = threading.Event()
-        self.consumer = KafkaConsumer(topic, bootstrap_servers=cfg.kafka,
-                                      auto_offset_reset="earliest", consumer_timeout_ms=200)
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self):
-        while not self._stop.is_set():
-            for msg in self.consumer:
-                self.records.append((time.time(), json.loads(msg.value)))
-
-    def values(self) -> list[dict]:
-        return [r for _, r in self.records]
-
-    def close(self):
-        self._stop.set()
-        self.thread.join(5)
-        self.consumer.close()
 
 
 def sim_events(sim: SimRun, t0: float):
@@ -113,7 +89,7 @@ def test_three_runs_end_to_end(kafka_config, start_worker):
 
     n_events = {r.run: len(sim_events(r, t0)) for r in RUNS}
     for run, n in n_events.items():
-        wait_for(lambda run=run, n=n: _influx_count(cfg, run) == n, timeout=30,
+        wait_for(lambda run=run, n=n: run_points(cfg, run) == n, timeout=30,
                  what=f"{n} events of {run} in InfluxDB")
         assert flux_count(cfg, run) == n  # Flux (influxdb-client) sees every event too
 
@@ -168,14 +144,6 @@ def test_three_runs_end_to_end(kafka_config, start_worker):
     assert any(line.startswith("[WARNING ] FIRING e2e-spike step 300: ") for line in pretty)
 
 
-def _influx_count(cfg: Config, run: str) -> int:
-    try:
-        s = influxql(cfg, f'SELECT count("step") FROM "metrics" WHERE "run"=\'{run}\'')
-    except urllib.error.HTTPError:
-        return -1
-    return s[0]["values"][0][1] if s else 0
-
-
 def malformed_messages(n: int) -> list[bytes]:
     good = {"step": 1, "ts": time.time(), "metrics": {"loss": 1.0}}
     kinds = [
@@ -218,7 +186,7 @@ def test_malformed_events_are_dead_lettered_and_the_worker_keeps_going(kafka_con
                  "must be a number", "ts must be", "bytes (max", "got list"):
         assert part in reasons
     assert worker.alive()
-    wait_for(lambda: _influx_count(cfg, "good-run") == 50, what="the good run's 50 events")
+    wait_for(lambda: run_points(cfg, "good-run") == 50, what="the good run's 50 events")
 
 
 def test_two_workers_own_disjoint_runs_and_match_one_worker(kafka_config, start_worker,
@@ -257,7 +225,7 @@ def test_two_workers_own_disjoint_runs_and_match_one_worker(kafka_config, start_
     for cfg in (one, two):
         counts = publish(cfg)
         for run, n in counts.items():
-            wait_for(lambda run=run, n=n, cfg=cfg: _influx_count(cfg, run) == n, timeout=60,
+            wait_for(lambda run=run, n=n, cfg=cfg: run_points(cfg, run) == n, timeout=60,
                      what=f"{run} in InfluxDB")
     time.sleep(1.0)  # last status files
     owned_a, owned_b = set(a.status()["runs"]), set(b.status()["runs"])

@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import config_env
 from kafka import KafkaConsumer
 
 from telltale.streams.topics import ensure_topics
+from tests.support.services import config_env
 
 pytestmark = pytest.mark.services
 
@@ -42,10 +42,9 @@ def test_events_are_flushed_at_exit_with_an_end_marker(kafka_config, tmp_path):
 
 
 def test_spool_of_a_dead_trainer_is_listed_and_sent_by_the_cli(kafka_config, tmp_path):
-    from test_producer_spool import SwitchableTransport
-
     from telltale.producers import Monitor
     from telltale.producers.spool import Spool
+    from tests.support.transports import SwitchableTransport
 
     cfg = kafka_config
     ensure_topics(cfg)

@@ -4,24 +4,17 @@ end all the time, memory stays bounded."""
 from __future__ import annotations
 
 import pytest
-from conftest import wait_for
 from kafka import KafkaProducer
 
 from telltale.schema import encode_batch
 from telltale.simulate import RunMix
+from tests.support import wait_for
+from tests.support.workers import rss_mb
 
 pytestmark = pytest.mark.services
 
 EVENTS = 200_000
 LIVE = 16
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def test_worker_memory_stays_bounded_while_runs_start_and_end(kafka_config, start_worker):

@@ -11,7 +11,6 @@ import random
 import urllib.request
 
 import pytest
-from conftest import influxql
 from influxdb_client import Point as ClientPoint
 
 from telltale import lineprotocol as lp
@@ -19,6 +18,7 @@ from telltale.records import Point
 from telltale.schema import decode_message, encode_batch
 from telltale.sinks.buffer import Backpressure, DurablePointBuffer
 from telltale.sinks.influx import AsyncInfluxSink, ensure_database, to_line
+from tests.support.influx import influxql
 
 # each character class the line-protocol spec names, plus plain text; the unstorable ones
 # are drawn rarely, so that most names have all the others

@@ -5,11 +5,11 @@ import time
 
 import numpy as np
 import pytest
-from test_producer_spool import SwitchableTransport
 
 from telltale.config import Config, ConfigError
 from telltale.producers import KafkaTransport, Monitor
 from telltale.producers.privacy import Privacy, hash_text, text_length
+from tests.support.transports import SwitchableTransport
 
 
 def test_tags_outside_the_allow_list_never_leave_the_process(tmp_path):

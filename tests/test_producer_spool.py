@@ -5,36 +5,14 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 
 import pytest
-from conftest import ROOT
 
 from telltale.producers import Monitor
 from telltale.producers.spool import Spool
 from telltale.schema import decode_message
-
-
-class SwitchableTransport:
-    """Fails while ``down`` is set; records what it delivered."""
-
-    def __init__(self, down=False):
-        self.down = threading.Event()
-        if down:
-            self.down.set()
-        self.delivered = []
-        self.failures = 0
-
-    def send(self, run, payload):
-        if self.down.is_set():
-            self.failures += 1
-            raise ConnectionError("broker unreachable")
-        events, rejected = decode_message(payload)
-        assert not rejected
-        self.delivered += events
-
-    def close(self):
-        pass
+from tests.support import ROOT
+from tests.support.transports import SwitchableTransport
 
 
 def test_spool_appends_reads_in_order_and_truncates_when_done(tmp_path):

@@ -3,10 +3,9 @@
 import sys
 import time
 
-from test_producer_spool import SwitchableTransport
-
 from telltale.producers import Monitor
 from telltale.producers.system import GPUProbe, ProcessProbe, SystemSampler
+from tests.support.transports import SwitchableTransport
 
 
 def test_sampler_logs_cpu_rss_and_threads_in_the_background():

@@ -10,9 +10,9 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, SHARED
 
 from telltale.ui.data import explain, incidents
+from tests.support import ROOT, SHARED
 
 TRAINFAULTS = SHARED / "data" / "trainfaults-dev"
 ARTIFACTS = ROOT / "artifacts"

@@ -28,14 +28,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, wait_for
-from servers import WebhookServer, free_port
 
 from telltale.access import AccessError
 from telltale.config import Config
 from telltale.producers import KafkaTransport, Monitor
 from telltale.simulate import SimRun, simulate
 from telltale.sinks.influx import influx_query
+from tests.support import ROOT, wait_for
+from tests.support.servers import WebhookServer, free_port
 
 pytestmark = pytest.mark.services
 

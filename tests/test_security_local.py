@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import free_port
 
 from telltale.redact import redact_url, redact_urls
 from telltale.sinks.handlers import ConfigError, DeliveryError, EmailHandler, WebhookHandler
+from tests.support.servers import free_port
 
 ALERT = {"id": "a1", "run": "r1", "metric": "loss", "rank": "0", "state": "firing",
          "severity": "critical", "step": 5, "detector": "zscore", "message": "loss spiked"}

@@ -13,10 +13,11 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import ROOT, wait_for
 
 from telltale.simulate import DEMO_RUNS, SERVE_RUN
 from telltale.ui.data import explain
+from tests.support import ROOT, wait_for
+from tests.support.browser import chromium, js
 
 ARTIFACTS = ROOT / "artifacts"
 
@@ -57,12 +58,7 @@ class Demo:
 
 @pytest.fixture
 def browser():
-    from telltale.ui.browser import headless_chrome
-
-    try:
-        d = headless_chrome(1400, 1000)
-    except Exception as exc:  # no Chromium is a failure here, never a skip
-        pytest.fail(f"headless Chromium did not start: {exc}", pytrace=False)
+    d = chromium()
     d.collected_errors = []
     yield d
     d.quit()
@@ -73,10 +69,6 @@ def errors(driver) -> list[dict]:
 
     driver.collected_errors += console_errors(driver)
     return driver.collected_errors
-
-
-def js(driver, code: str, *args):
-    return driver.execute_script(code, *args)
 
 
 def click(driver, css: str, timeout: float = 20.0):

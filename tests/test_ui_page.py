@@ -14,12 +14,13 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import ROOT, config_env, wait_for
-from test_ui import js
 
 from telltale.ui.data import HEALTH
 from telltale.ui.server import UiServer
 from telltale.ui.sources import LocalSource
+from tests.support import ROOT, wait_for
+from tests.support.browser import chromium, js
+from tests.support.services import config_env
 
 ARTIFACTS = ROOT / "artifacts"
 ENV = {"PATH": "/usr/bin:/bin"}
@@ -27,12 +28,9 @@ ENV = {"PATH": "/usr/bin:/bin"}
 
 @pytest.fixture
 def browser():
-    from telltale.ui.browser import console_errors, headless_chrome
+    from telltale.ui.browser import console_errors
 
-    try:
-        d = headless_chrome(1400, 1000)
-    except Exception as exc:  # no Chromium is a failure here, never a skip
-        pytest.fail(f"headless Chromium did not start: {exc}", pytrace=False)
+    d = chromium()
     yield d
     errors = [e for e in console_errors(d) if e.get("source") != "network"]  # 4xx: shown
     d.quit()
@@ -125,9 +123,8 @@ def test_a_firing_alert_is_on_the_page_within_2s_of_its_publication(tmp_path, br
 def test_kafka_mode_a_firing_alert_is_on_the_page_within_2s_of_the_topic(kafka_config,
                                                                         start_worker, browser):
     """Kafka mode: a worker, the page reading InfluxDB; lag from the alert topic to the page."""
-    from test_kafka_pipeline import TopicReader
-
     from telltale.ui.sources import InfluxSource
+    from tests.support.kafka import TopicReader
 
     cfg = kafka_config
     worker = start_worker(cfg)

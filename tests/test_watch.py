@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
-from test_producer_spool import SwitchableTransport
 from torch import nn
 
 from telltale.producers import Monitor
 from telltale.producers.watch import watch
+from tests.support.transports import SwitchableTransport
 
 
 class TinyTransformer(nn.Module):
