@@ -216,18 +216,3 @@ def build_handler(name: str, spec: dict) -> Handler:
         return cls(name=name, **spec)
     except TypeError as exc:
         raise ConfigError(f"handler {name!r} ({kind}): {exc}") from None
-
-
-# Names that moved to their own modules, still importable from here for the callers not
-# yet updated (telltale/cli.py's notify and silence commands).
-_MOVED = {"NotifyConfig": "delivery", "Notifier": "delivery", "Silence": "silences",
-          "FileSilences": "silences", "new_silence": "silences", "parse_duration": "silences",
-          "Route": "routes", "severity_at_least": "routes", "STATES": "routes"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"telltale.sinks.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

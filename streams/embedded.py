@@ -212,8 +212,9 @@ def _notifier(config: Config, store):
     """The in-process notifier for ``config.notify_config`` (None when unset)."""
     if not config.notify_config:
         return None
-    from telltale.sinks.handlers import FileSilences, NotifyConfig
+    from telltale.sinks.delivery import NotifyConfig
     from telltale.sinks.notify import BackgroundNotifier
+    from telltale.sinks.silences import FileSilences
 
     return BackgroundNotifier(NotifyConfig.load(config.notify_config), FileSilences(
         os.path.join(config.store_dir, "silences.json")), store)

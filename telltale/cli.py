@@ -29,7 +29,7 @@ def _alert_filter(args):
     """A predicate for --run/--metric/--severity/--state (None: show everything)."""
     from fnmatch import fnmatchcase
 
-    from telltale.sinks.handlers import severity_at_least
+    from telltale.sinks.routes import severity_at_least
 
     states = set(args.state.split(",")) if getattr(args, "state", None) else None
 

@@ -262,7 +262,7 @@ def _check(cfg) -> None:
     makedirs(cfg.store_dir)
     RunProcessor(cfg)  # a ConfigError naming the setting
     if cfg.notify_config:
-        from telltale.sinks.handlers import NotifyConfig
+        from telltale.sinks.delivery import NotifyConfig
 
         NotifyConfig.load(cfg.notify_config)
 

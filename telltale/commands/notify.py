@@ -48,7 +48,7 @@ def add(sub) -> None:
 
 
 def _notify_config(cfg: Config):
-    from telltale.sinks.handlers import NotifyConfig
+    from telltale.sinks.delivery import NotifyConfig
 
     path = cfg.notify_config
     if not path:
@@ -87,7 +87,7 @@ def _silence_store(cfg: Config):
         from telltale.sinks.notify import KafkaSilences
 
         return KafkaSilences(cfg, refresh=0.0)
-    from telltale.sinks.handlers import FileSilences
+    from telltale.sinks.silences import FileSilences
 
     return FileSilences(os.path.join(cfg.store_dir, "silences.json"))
 
@@ -117,7 +117,7 @@ def cmd_silence(args) -> int:
 
 
 def _silence(args, cfg: Config) -> int:
-    from telltale.sinks.handlers import new_silence
+    from telltale.sinks.silences import new_silence
 
     store = _silence_store(cfg)
     where = (f"topic {cfg.topic_prefix}.silences on {cfg.kafka}" if cfg.kafka

@@ -41,7 +41,7 @@ def add(sub) -> None:
 def _ui_source(args):
     """InfluxDB when --influx-url / TELLTALE_INFLUX_URL is set (and no --store-dir), else
     the local store (the demo's when the default store holds no runs of its own)."""
-    from telltale.ui.data import InfluxSource, LocalSource
+    from telltale.ui.sources import InfluxSource, LocalSource
 
     cfg = from_args(args)
     if cfg.influx_url and not getattr(args, "store_dir", None):
@@ -78,8 +78,8 @@ def start_ui(args, store_dir=None):
     """Serve the dashboard in a thread (``store_dir``: that local store); returns the
     server. ValueError for unsafe address/auth flags."""
     require("ui", "the dashboard")
-    from telltale.ui.data import LocalSource
     from telltale.ui.server import UiServer
+    from telltale.ui.sources import LocalSource
 
     guard = _ui_guard(args)
     source = LocalSource(store_dir) if store_dir else _ui_source(args)
@@ -110,8 +110,9 @@ def cmd_ui(args) -> int:
 
 def _view_from_events(path: str, run: str, cfg: Config, k: float) -> dict:
     """Run the embedded pipeline over an events file; the view of ``run``."""
+    from telltale.sinks.memory import MemoryStore
     from telltale.streams.embedded import EmbeddedDriver
-    from telltale.ui.data import DataError, MemoryStore, build_view
+    from telltale.ui.data import DataError, build_view
 
     if not os.path.isfile(path):
         raise DataError(f"no events file {path}")

@@ -586,17 +586,3 @@ def _collapse_ranks(rows: list[dict]) -> list[dict]:
         else:
             out.append(r)
     return out
-
-
-# Names that moved out of this module, still importable from here for the callers not yet
-# updated (telltale/cli.py's ui and report commands, streams/app.py's dashboard).
-_MOVED = {"LocalSource": "telltale.ui.sources", "InfluxSource": "telltale.ui.sources",
-          "MemoryStore": "telltale.sinks.memory"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
