@@ -129,7 +129,8 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
         """Read again the messages a rebalance dropped from the fetch buffers."""
         await offsets.tail_check(ck.lock)
 
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust's documented form
+    # the handler signature Faust documents; mode's typing of connect() does not accept it
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set, **kwargs: Any) -> None:
         await ck.wait_commit()  # the commit in flight finishes while this worker owns them
         async with ck.lock:
