@@ -132,7 +132,7 @@ class AlertTracker:
             if r is not None:
                 heap.append((order(r), i, r))
         heapq.heapify(heap)
-        out = []
+        out: list[dict] = []
         while heap:
             _, i, r = heapq.heappop(heap)
             self._guard(al, r, out)

@@ -222,7 +222,7 @@ class RunProcessor:
         mblocks: dict[tuple, PointBlock] = {}
         for seq, ev in enumerate(events):
             rank, step, ts, metrics = ev.rank, ev.step, ev.ts, ev.metrics
-            extra = ()
+            extra: tuple[tuple[str, str], ...] = ()
             if ev.tags:
                 extra = tuple((t, ev.tags[t]) for t in EXTRA_TAGS if t in ev.tags)
             bad = 0
@@ -238,7 +238,8 @@ class RunProcessor:
                 g[2].append(v)
                 g[4].append(seq)
             if bad:
-                fields = {k: v for k, v in metrics.items() if isfinite(v)}
+                fields: dict[str, float | int | str] = {
+                    k: v for k, v in metrics.items() if isfinite(v)}
                 fields["step"] = step
                 fields["nonfinite"] = bad
                 pts.append(Point("metrics", {"run": run, "kind": ev.kind, "rank": rank,
@@ -250,7 +251,8 @@ class RunProcessor:
                 b = mblocks[bk] = PointBlock(
                     "metrics", {"run": run, "kind": ev.kind, "rank": rank, **dict(extra)},
                     list(metrics), [], [], [])
-            b.columns.append(metrics.values())  # rows for now: transposed below
+            # rows for now: transposed below
+            b.columns.append(metrics.values())  # type: ignore[arg-type]
             b.steps.append(step)
             b.times_ns.append(to_ns(ts))
         for b in mblocks.values():
@@ -260,7 +262,7 @@ class RunProcessor:
         batch: dict[str, SeriesBatch] = {}
         seen: dict[str, tuple] = {}  # series key -> (steps, ts, values, scores) of the batch
         refused = []
-        for steps, ts, vals, kind, seqs, key, host in groups.values():
+        for steps, times, vals, kind, seqs, key, host in groups.values():
             ser = state["series"].get(key)
             if ser is None:
                 if len(state["series"]) >= self.max_series:  # bounded state per run
@@ -270,7 +272,7 @@ class RunProcessor:
             metric, rank = key.rsplit("|", 1)
             sb = batch[key] = SeriesBatch(metric, rank, ser["kind"],
                                           np.asarray(steps, dtype=np.int64),
-                                          np.asarray(ts, dtype=float),
+                                          np.asarray(times, dtype=float),
                                           np.asarray(vals, dtype=float),
                                           np.asarray(seqs, dtype=np.int64), host)
             scores = self._update_series(run, key, ser, sb, out, candidates)
@@ -328,7 +330,7 @@ class RunProcessor:
                 "d": {d.name: d.new_state() for d in self.pipelines.for_metric(metric)}}
 
     def _update_series(self, run, key, ser, sb: SeriesBatch, out: Output,
-                       candidates: list[Candidate]) -> None:
+                       candidates: list[Candidate]) -> dict[str, np.ndarray]:
         metric, rank = key.rsplit("|", 1)
         steps, ts, vals = sb.steps, sb.ts, sb.values
         for ws in self.windows:
@@ -400,7 +402,7 @@ class RunProcessor:
             d = at.setdefault((series, rank), {})
             d[step] = d.get(step, False) or score >= NOTABLE_RULE_SCORE
         counts = state.setdefault("scored_rules", {})
-        keep = set()
+        keep: set[tuple] = set()
         for (series, rank), d in at.items():
             ck = f"{series}|{rank}"
             n = counts.get(ck, 0)

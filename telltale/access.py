@@ -200,10 +200,3 @@ def faust_credentials(cfg: Config):
                                      password=opts["sasl_plain_password"],
                                      ssl_context=ctx, mechanism=opts["sasl_mechanism"])
     return faust.SSLCredentials(ctx)
-
-
-def check_influx(cfg: Config) -> None:
-    """Kept for streams/app.py's import: :func:`telltale.sinks.influx.check_influx`."""
-    from telltale.sinks.influx import check_influx as check
-
-    check(cfg)
