@@ -224,7 +224,8 @@ def read_batches(path: str, batch: int = 500):
     """Yield (run, encoded batch) in file order, one run per batch; a line that is not a
     JSON object with a string ``run`` is yielded alone, as (None, line), for the decoder
     to reject with its reason."""
-    cur_run, buf = None, []
+    cur_run: str = ""
+    buf: list[dict] = []  # events of cur_run (never empty with cur_run unset)
     with open(path, "rb") as f:
         for line in f:
             line = line.strip()
@@ -238,7 +239,7 @@ def read_batches(path: str, batch: int = 500):
             if not isinstance(run, str) or d is None:
                 if buf:
                     yield cur_run, encode_batch(cur_run, buf)
-                    cur_run, buf = None, []
+                    cur_run, buf = "", []
                 yield None, line
                 continue
             if run != cur_run or len(buf) >= batch:
