@@ -140,6 +140,15 @@ def test_worker_serves_the_dashboard_from_influxdb(demo_in_influx, tmp_path):
         raise AssertionError("expected 404")
     except urllib.error.HTTPError as exc:
         assert exc.code == 404 and "no run" in json.loads(exc.read())["error"]
+    # a name re-pointed at 127.0.0.1 (DNS rebinding) does not reach the worker's dashboard
+    for path in ("", "api/runs", "api/run/demo-spike", "static/app.js"):
+        req = urllib.request.Request(base + path,
+                                     headers={"Host": f"rebind.example:{cfg.web_port}"})
+        try:
+            urllib.request.urlopen(req, timeout=30)
+            raise AssertionError(f"{path}: expected 421 for a foreign Host")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 421 and b"unexpected Host header" in exc.read()
 
     # the page itself, in headless Chromium: runs listed from InfluxDB, no console errors
     from telltale.ui.browser import console_errors, headless_chrome
