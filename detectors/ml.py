@@ -116,7 +116,9 @@ class ReferenceScorer:
             sv, coef, gamma = model
             # the kernel sum's -log behaves like a squared distance and, unlike the sum,
             # does not saturate far from the data
-            kernel_sum = np.exp(-gamma * _sq_distances(z, sv)) @ coef
+            # an elementwise product summed per row, not a BLAS matrix-vector product, whose
+            # summation order (and so the last bits) would depend on how many rows are scored
+            kernel_sum = (np.exp(-gamma * _sq_distances(z, sv)) * coef).sum(axis=1)
             return -np.log(np.maximum(kernel_sum, 1e-300))
         return -model.score_samples(z)  # higher score_samples = more normal
 
@@ -124,7 +126,7 @@ class ReferenceScorer:
 def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances between the rows of ``a`` and of ``b``."""
     diff = a[:, None, :] - b[None, :, :]
-    return np.einsum("ijk,ijk->ij", diff, diff)
+    return np.square(diff).sum(axis=2)  # each row's sums in the same order, however batched
 
 
 def calibrate(raw: np.ndarray, calib: np.ndarray) -> np.ndarray:

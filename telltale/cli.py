@@ -64,7 +64,9 @@ def cmd_alerts(args) -> int:
             topic, bootstrap_servers=cfg.kafka, group_id=group, **cfg.kafka_options(),
             auto_offset_reset="earliest" if args.from_beginning else "latest",
             enable_auto_commit=True,
-            consumer_timeout_ms=int(args.timeout * 1000) if args.timeout else float("inf"))
+            consumer_timeout_ms=int(args.timeout * 1000) if args.timeout else float("inf"),
+            # one attempt to reach a broker (30 s by default) stays within --timeout
+            bootstrap_timeout_ms=int(min(args.timeout or 30, 30) * 1000))
 
     from telltale.access import check_kafka
 
