@@ -4,10 +4,11 @@ vectors a batch gives are the same for every batching."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.neighbors import NearestNeighbors
 from sklearn.svm import OneClassSVM
 
-from telltale.detectors.ml import MultivariateKNN, ReferenceScorer, step_vectors
+from telltale.detectors.ml import MultivariateKNN, MultivariateOCSVM, ReferenceScorer, step_vectors
 from telltale.detectors.runrules import SeriesBatch
 
 
@@ -67,10 +68,11 @@ def test_step_vectors_hold_each_steps_values():
     np.testing.assert_allclose(x[:, 0], np.log(batch["acc|1"].values[rows]))
 
 
-def test_scores_do_not_depend_on_batching():
+@pytest.mark.parametrize("rule_class", [MultivariateKNN, MultivariateOCSVM])
+def test_scores_do_not_depend_on_batching(rule_class):
     outs = []
-    for split in (300, 37, 5):
-        rule, rows = MultivariateKNN(min_reference=32, refit_every=16), []
+    for split in (300, 37, 5):  # equal to the last bit (rows of a matrix product are not)
+        rule, rows = rule_class(min_reference=32, refit_every=16), []
         state = rule.new_state()
         for batch in _batches(split):
             rule.update(state, batch, rows)
