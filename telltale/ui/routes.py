@@ -42,7 +42,7 @@ def _refused(view: View, request: Request) -> Response | None:
     if refused is None:
         return None
     status, _, text = refused
-    return _reply(view, (status, "text/plain; charset=utf-8", text.encode()))
+    return _reply(view, (status, "text/plain", text.encode()))
 
 
 def _reply(view: View, res: tuple[int, str, bytes]) -> Response:
