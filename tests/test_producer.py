@@ -80,21 +80,27 @@ def test_overflow_drops_oldest_counts_and_reports_it(caplog):
     assert len(steps) == 350 - dropped and steps == sorted(steps) and steps[-1] == 349
 
 
-def test_unreachable_broker_never_blocks_or_crashes_the_trainer(caplog):
-    from telltale.producers import KafkaTransport
-
-    t = KafkaTransport("127.0.0.1:1", "telltale.metrics", max_block_ms=200,
-                       bootstrap_timeout_ms=300)
-    mon = Monitor("r", t, batch_size=10, linger=0.001, retry_backoff=0.05)
+def _log_to_a_lost_broker(transport, caplog) -> dict:
+    """Log 1000 events to a transport whose broker is unreachable, wait for the sender's
+    first failure (the trainer goes on meanwhile), close; the monitor's stats."""
+    mon = Monitor("r", transport, batch_size=10, linger=0.001, retry_backoff=0.05)
     for i in range(1000):
         mon.log({"loss": 1.0}, step=i)
-    for _ in range(200):  # the trainer goes on; the sender keeps failing and retrying
+    for _ in range(200):
         if mon.stats()["send_failures"]:
             break
         time.sleep(0.05)
     with caplog.at_level(logging.WARNING, logger="telltale"):
         mon.close(timeout=1.0)
-    st = mon.stats()
+    return mon.stats()
+
+
+def test_unreachable_broker_never_blocks_or_crashes_the_trainer(caplog):
+    from telltale.producers import KafkaTransport
+
+    t = KafkaTransport("127.0.0.1:1", "telltale.metrics", max_block_ms=200,
+                       bootstrap_timeout_ms=300)
+    st = _log_to_a_lost_broker(t, caplog)
     assert st["sent"] == 0 and st["queued"] == 1001 and st["send_failures"] >= 1
     assert "1001 events undelivered" in caplog.text and "not reachable" in caplog.text
     assert "dropped" not in caplog.text
@@ -149,17 +155,8 @@ def test_kafka_client_choice(monkeypatch):
 def test_unreachable_broker_with_confluent_kafka_keeps_everything_and_says_why(caplog):
     from telltale.producers import ConfluentTransport
 
-    mon = Monitor("r", ConfluentTransport("127.0.0.1:1", "telltale.metrics", ack_timeout=0.5),
-                  batch_size=10, linger=0.001, retry_backoff=0.05)
-    for i in range(1000):
-        mon.log({"loss": 1.0}, step=i)
-    for _ in range(200):
-        if mon.stats()["send_failures"]:
-            break
-        time.sleep(0.05)
-    with caplog.at_level(logging.WARNING, logger="telltale"):
-        mon.close(timeout=1.0)
-    st = mon.stats()
+    st = _log_to_a_lost_broker(
+        ConfluentTransport("127.0.0.1:1", "telltale.metrics", ack_timeout=0.5), caplog)
     assert st["sent"] == 0 and st["queued"] == 1001 and st["send_failures"] >= 1
     assert "1001 events undelivered" in caplog.text
     assert "Kafka at 127.0.0.1:1 is not reachable" in caplog.text
