@@ -31,7 +31,7 @@ def add(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    from telltale.commands.views import start_ui
+    from telltale.commands.views import start_ui_or_say
     from telltale.embedded import format_alert
     from telltale.producers import CallableTransport, Monitor
     from telltale.simulate import DEMO_RUNS, SERVE_RUN, SimRun
@@ -61,14 +61,11 @@ def cmd_demo(args) -> int:
     except ConfigError as exc:
         print(f"telltale demo: {exc}", file=sys.stderr)
         return 2
-    try:
-        server = start_ui(args, store_dir) if args.ui else None
-    except ValueError as exc:
-        print(f"telltale demo --ui: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"telltale demo --ui: {exc}", file=sys.stderr)
-        return 1
+    server = None
+    if args.ui:
+        server, rc = start_ui_or_say(args, "demo --ui", store_dir)
+        if server is None:
+            return rc
     print(f"telltale demo: {len(runs)} simulated training runs × {args.steps} steps and one "
           f"inference run (embedded pipeline, no Kafka/InfluxDB; results in {store_dir}/)")
     for r in [*runs, serve]:

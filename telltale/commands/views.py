@@ -91,15 +91,23 @@ def start_ui(args, store_dir=None):
     return server
 
 
-def cmd_ui(args) -> int:
+def start_ui_or_say(args, command: str, store_dir=None):
+    """:func:`start_ui`, or (None, exit code) after saying why on stderr: 2 for unsafe
+    address/auth flags, 1 when the address cannot be served."""
     try:
-        server = start_ui(args)
+        return start_ui(args, store_dir), 0
     except ValueError as exc:
-        print(f"telltale ui: {exc}", file=sys.stderr)
-        return 2
+        print(f"telltale {command}: {exc}", file=sys.stderr)
+        return None, 2
     except OSError as exc:
-        print(f"telltale ui: {exc}", file=sys.stderr)
-        return 1
+        print(f"telltale {command}: {exc}", file=sys.stderr)
+        return None, 1
+
+
+def cmd_ui(args) -> int:
+    server, rc = start_ui_or_say(args, "ui")
+    if server is None:
+        return rc
     print("open it in a browser; Ctrl-C stops the server", flush=True)
     try:
         while True:
