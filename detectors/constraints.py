@@ -60,6 +60,7 @@ class Options:
 POSITIVE_INT = Interval(Integral, 1)
 NON_NEGATIVE_INT = Interval(Integral, 0)
 POSITIVE = Interval(Real, 0, None, "neither")
+NON_NEGATIVE = Interval(Real, 0)
 UNIT = Interval(Real, 0, 1, "neither")  # a fraction or smoothing factor in (0, 1)
 SEVERITY = Options(("info", "warning", "critical"))
 DIRECTION = Options(("up", "down", "both"))

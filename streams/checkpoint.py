@@ -11,12 +11,12 @@ written once per run per checkpoint, not once per event or message.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from telltale.detectors.state import dump_state, load_state
 from telltale.schema import dumps
 from telltale.sinks.buffer import Backpressure, DurablePointBuffer
 from telltale.sinks.influx import AsyncInfluxSink
@@ -62,7 +62,7 @@ class Checkpointer:
         ent = self.cache.get(run)
         if ent is None:
             saved = self.table.get(run.encode())
-            state = json.loads(saved) if saved else new_state(run)
+            state = load_state(saved) if saved else new_state(run)
             if state.get("ended_marker"):  # the run ended; its offsets still skip replays
                 state = {**new_state(run), "offsets": state.get("offsets", {})}
             self.new_runs += saved is None  # until its state is in the table
@@ -132,7 +132,7 @@ class Checkpointer:
                               "offsets": st.get("offsets", {})}
                     states.append((run, ent["ver"], dumps(marker), True))
                 else:
-                    states.append((run, ent["ver"], dumps(st), False))
+                    states.append((run, ent["ver"], dump_state(st), False))
             elif now - ent["seen"] > IDLE_EVICT_S:
                 del self.cache[run]
                 self.counts["evicted"] += 1

@@ -19,6 +19,7 @@ from telltale.config import Config
 from telltale.detectors import REGISTRY
 from telltale.detectors.base import AlertSemantics
 from telltale.detectors.pipelines import Pipelines, _run_rule_registry
+from telltale.detectors.state import dump_state, load_state
 from telltale.schema import Event
 from telltale.streams.processor import RunProcessor
 
@@ -89,7 +90,7 @@ def run_alerts(events, size: int = 64) -> list[dict]:
     state, alerts = proc.new_state("run"), []
     for i in range(0, len(events), size):
         alerts += proc.process(state, events[i:i + size]).alerts
-        state = json.loads(json.dumps(state))
+        state = load_state(dump_state(state))
     return alerts + proc.flush(state).alerts
 
 
@@ -183,7 +184,7 @@ def test_every_registered_detector_keeps_the_contract(name):
             sc, fs = det.update(state, steps[i:i + b], v[i:i + b])
             scores.append(sc)
             found += [(f.index + i, round(f.score, 9)) for f in fs]
-            state = json.loads(json.dumps(state))
+            state = load_state(dump_state(state))
             i += b
         outs.append((np.concatenate(scores), found))
     for sc, found in outs[1:]:
@@ -205,7 +206,7 @@ def test_every_run_rule_builds_with_its_defaults_and_state_is_json(name):
     state = proc.new_state("run")
     for i in range(0, len(events), 100):
         proc.process(state, events[i:i + 100])
-        state = json.loads(json.dumps(state))
+        state = load_state(dump_state(state))
     assert name in state["rules"]
 
 

@@ -23,6 +23,7 @@ from telltale.detectors.ml import (
     calibrate,
 )
 from telltale.detectors.runrules import Overfit, Straggler
+from telltale.detectors.state import dump_state, load_state
 from telltale.detectors.stats import EWMAZ, PageHinkley, RobustZ
 from telltale.detectors.training import Plateau, Range
 from telltale.schema import Event
@@ -104,7 +105,7 @@ def test_ml_state_restores_to_the_same_scores():
     v = noise(300, 3)
     st = det.new_state()
     det.update(st, np.arange(150), v[:150])
-    restored = json.loads(json.dumps(st))
+    restored = load_state(dump_state(st))
     from telltale.detectors import ml
 
     ml._MODELS.clear()  # a restarted worker has no fitted models
@@ -187,7 +188,7 @@ def run_proc(proc, events, size):
     state, alerts = proc.new_state("r"), []
     for i in range(0, len(events), size):
         alerts += proc.process(state, events[i:i + size]).alerts
-        state = json.loads(json.dumps(state))
+        state = load_state(dump_state(state))
     return alerts
 
 

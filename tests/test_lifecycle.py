@@ -8,6 +8,7 @@ import pytest
 from telltale.config import Config
 from telltale.detectors import Finding
 from telltale.detectors.growth import Growth
+from telltale.detectors.state import dump_state, load_state
 from telltale.schema import Event
 from telltale.streams.explain import default_cause
 from telltale.streams.lifecycle import AlertPolicy, AlertTracker
@@ -25,7 +26,7 @@ def run_series(values_by_metric: dict, sizes=None, config=None, end=True):
     state, alerts, i = proc.new_state("r"), [], 0
     for b in sizes or [len(events)]:
         alerts += proc.process(state, events[i:i + b]).alerts
-        state = json.loads(json.dumps(state))
+        state = load_state(dump_state(state))
         i += b
     return alerts, state
 

@@ -10,6 +10,7 @@ from sklearn.svm import OneClassSVM
 
 from telltale.detectors.ml import MultivariateKNN, MultivariateOCSVM, ReferenceScorer, step_vectors
 from telltale.detectors.runrules import SeriesBatch
+from telltale.detectors.state import dump_state, load_state
 
 
 def test_knn_distance_is_scikit_learns_kth_neighbour():
@@ -79,3 +80,54 @@ def test_scores_do_not_depend_on_batching(rule_class):
         outs.append(sorted(rows))  # rows come rank by rank within a batch
     assert len(outs[0]) > 400
     assert outs[0] == outs[1] == outs[2]
+
+
+def _fast_batches(split: int, n: int = 3000, dt: float = 0.002):
+    """One rank logging a step every ``dt`` s (500 steps/s), cut every ``split`` steps."""
+    rng = np.random.default_rng(6)
+    values = {m: rng.lognormal(0, 0.2, n) for m in ("loss", "grad_norm", "acc")}
+    for lo in range(0, n, split):
+        idx = np.arange(lo, min(lo + split, n))
+        yield {f"{m}|0": SeriesBatch(m, "0", "train", idx.astype(np.int64), 1e9 + idx * dt,
+                                     v[idx], idx - lo) for m, v in values.items()}
+
+
+@pytest.mark.parametrize("rule_class", [MultivariateKNN, MultivariateOCSVM])
+def test_a_fast_run_refits_once_per_refit_seconds_however_batched(rule_class, monkeypatch):
+    fits: dict[int, list] = {}
+    outs = []
+    for split in (3000, 113, 7):
+        rule, rows = rule_class(), []
+        real_fit = rule.scorer.fit
+        monkeypatch.setattr(rule.scorer, "fit", lambda ref, _f=real_fit, _s=split:
+                            fits.setdefault(_s, []).append(len(ref)) or _f(ref))
+        state = rule.new_state()
+        for batch in _fast_batches(split):
+            rule.update(state, batch, rows)
+        outs.append(sorted(rows))
+    # 3,000 steps in 6 s of run time: the first fit at 64 vectors, then one a second
+    # (not one every 128 vectors: 22 fits)
+    assert len(fits[3000]) == 6
+    assert fits[3000] == fits[113] == fits[7]
+    assert outs[0] == outs[1] == outs[2]
+    assert len(outs[0]) == 3000 - 64
+
+
+def test_a_state_written_before_arrays_scores_as_before():
+    """States stored by the previous version hold plain lists; they resume unchanged."""
+    batches = list(_batches(60))
+    rule = MultivariateKNN(min_reference=32, refit_every=16)
+    state = rule.new_state()
+    for batch in batches[:3]:
+        rule.update(state, batch)
+    as_lists = load_state(dump_state(state))
+    for rs in as_lists["ranks"].values():
+        rs["ref"] = rs["ref"].tolist()
+        rs["fit"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                     for k, v in rs["fit"].items() if k != "iqr"}
+        del rs["fit_ts"]
+    a, b = [], []
+    for batch in batches[3:]:
+        rule.update(state, batch, a)
+        rule.update(as_lists, batch, b)
+    assert len(a) > 100 and a == b

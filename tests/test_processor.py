@@ -1,9 +1,9 @@
-import json
 
 import numpy as np
 import pytest
 
 from telltale.config import Config
+from telltale.detectors.state import dump_state, load_state
 from telltale.schema import Event
 from telltale.simulate import DEMO_RUNS, simulate
 from telltale.streams.processor import RunProcessor
@@ -18,7 +18,7 @@ def process(proc, run, events, sizes):
     points, alerts, i = [], [], 0
     for b in sizes:
         out = proc.process(state, events[i:i + b])
-        state = json.loads(json.dumps(state))  # what the Faust table stores
+        state = load_state(dump_state(state))  # what the Faust table stores
         points += out.all_points()
         alerts += out.alerts
         i += b
@@ -201,7 +201,7 @@ def test_a_restart_with_changed_windows_and_pipelines_keeps_what_still_applies(c
     new = RunProcessor(Config(windows=("step:100", "step:20")), Pipelines(new_pipes))
     state = old.new_state(sim.run)
     old.process(state, events[:half])
-    state = json.loads(json.dumps(state))  # what the table stores
+    state = load_state(dump_state(state))  # what the table stores
     with caplog.at_level("WARNING"):
         out = new.process(state, events[half:])
         out.extend(new.flush(state))

@@ -1,11 +1,11 @@
 """TELLTALE_SCORES: which detector scores become ``scores`` points (all | notable | none)."""
 
-import json
 
 import numpy as np
 import pytest
 
 from telltale.config import Config, ConfigError
+from telltale.detectors.state import dump_state, load_state
 from telltale.schema import Event
 from telltale.simulate import DEMO_RUNS, simulate
 from telltale.streams.processor import SCORE_TRACE_EVERY, RunProcessor
@@ -17,7 +17,7 @@ def run_points(scores: str, sim, sizes=None):
     state, points, alerts, i = proc.new_state(sim.run), [], [], 0
     for b in sizes or [len(events)]:
         out = proc.process(state, events[i:i + b])
-        state = json.loads(json.dumps(state))  # what the Faust table stores
+        state = load_state(dump_state(state))  # what the Faust table stores
         points += out.all_points()
         alerts += out.alerts
         i += b

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
+
+from telltale.detectors.state import dump_state, load_state
 
 
 def run_in_batches(det, steps, values, sizes):
@@ -16,7 +16,7 @@ def run_in_batches(det, steps, values, sizes):
         sc, fs = det.update(state, steps[i:i + b], values[i:i + b])
         scores.append(sc)
         findings += [(f.index + i, f.detector, f.severity, round(f.score, 9)) for f in fs]
-        state = json.loads(json.dumps(state))  # explicit, serializable state
+        state = load_state(dump_state(state))  # explicit, serializable state
         i += b
     return np.concatenate(scores), findings
 
