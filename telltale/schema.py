@@ -25,6 +25,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+try:  # ~3x faster decoding; it refuses NaN tokens and >64-bit integers, json.loads reads them
+    from orjson import loads as _fast_loads
+except ImportError:  # the worker extra installs it; without it json reads everything
+    _fast_loads = None
+
 from telltale.lineprotocol import MAX_TIME_NS, MIN_TIME_NS, RESERVED_KEYS, name_problem
 
 SCHEMA = "telltale/1"
@@ -208,13 +213,23 @@ def _parse_event(d, run: str | None) -> Event:
     return Event(run=run, step=step, ts=float(ts), kind=kind, metrics=out, tags=stags)
 
 
+def _loads(raw: bytes | str):
+    """``json.loads``, by orjson where it can (what orjson refuses, json decides)."""
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(raw)
+        except ValueError:  # NaN/Infinity tokens, huge integers, lone surrogates, bad JSON
+            pass
+    return json.loads(raw)
+
+
 def decode_message(raw: bytes | str) -> tuple[list[Event], list[Rejected]]:
     """Decode one message into valid events and rejected parts (never raises)."""
     size = len(raw)
     if size > MAX_MESSAGE_BYTES:
         return [], [Rejected(f"message is {size} bytes (max {MAX_MESSAGE_BYTES})", raw[:4096])]
     try:
-        doc = json.loads(raw)
+        doc = _loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return [], [Rejected(f"not valid JSON: {exc}", raw)]
     if not isinstance(doc, dict):

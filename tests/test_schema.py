@@ -55,3 +55,24 @@ def test_whole_message_rejections():
         events, rejected = decode_message(raw)
         assert events == [] and len(rejected) == 1 and reason in rejected[0].reason, raw[:40]
         assert "reason" in rejected[0].to_dict() and "raw" in rejected[0].to_dict()
+
+
+def test_orjson_decoding_accepts_and_refuses_what_json_does(monkeypatch):
+    """orjson decodes messages where it can; the events and refusals are json's."""
+    import telltale.schema as schema
+
+    assert schema._fast_loads is not None, "the worker extra installs orjson"
+    ev = '{"step":%s,"ts":1.7e9,"metrics":{"loss":%s}}'
+    cases = [encode_batch("r", [{"step": 1, "ts": 1.7e9, "metrics": {"loss": float("nan")}}]),
+             b'{"schema":"telltale/1","run":"r","events":[%s]}' % (ev % (1, "1e400")).encode(),
+             b'{"schema":"telltale/1","run":"r","events":[%s]}' % (ev % (2**70, "1")).encode(),
+             b'{"schema":"telltale/1","run":"r","events":[%s]}' % (ev % (3, 2**70)).encode(),
+             b'{"schema":"telltale/1","run":"r","events":[%s]}' % (ev % (4, 10**400)).encode(),
+             b'{"schema":"telltale/1","run":"\\ud800","events":[]}', b"[1,", b"\xff",
+             encode_batch("r", [{"step": 5, "ts": 1.7e9, "metrics": {"a": 1, "b": 2.5}}])]
+    fast = [decode_message(c) for c in cases]
+    monkeypatch.setattr(schema, "_fast_loads", None)
+    slow = [decode_message(c) for c in cases]
+    for (fe, fr), (se, sr) in zip(fast, slow, strict=True):
+        assert fe == se
+        assert [r.reason.split(",")[0] for r in fr] == [r.reason.split(",")[0] for r in sr]
