@@ -171,6 +171,20 @@ class Pipelines:
             raise ConfigError(f"pipelines file {path} (TELLTALE_PIPELINES): {exc}; fix the "
                               "file or unset TELLTALE_PIPELINES for the defaults") from None
 
+    def import_models(self) -> None:
+        """Import the scikit-learn modules the detectors and run rules fit with, now (at a
+        worker's start), not inside their first fit: a 1-2 s import there stalls the stream."""
+        from telltale.extras import require
+
+        for det in [d for _, dets in self.rules for d in dets] + self._run_rules:
+            kind = getattr(getattr(det, "scorer", None), "kind", None)
+            if kind in ("ocsvm", "iforest"):
+                require("worker", f"the {det.name} detector", ("sklearn",))
+            if kind == "ocsvm":
+                import sklearn.svm  # noqa: F401
+            elif kind == "iforest":
+                import sklearn.ensemble  # noqa: F401
+
     def run_rules(self) -> list:
         """The run-level rules (stateless; their state lives in the run's state)."""
         return list(self._run_rules)

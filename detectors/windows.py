@@ -128,15 +128,33 @@ class WindowStats:
         else:
             p, v, s, t = pos[fin], values[fin], steps[fin], ts[fin]
         if len(p):
-            bucket = np.floor(p / sp.hop)
-            if sp.size % sp.hop == 0 and (len(p) == 1 or (bucket[1:] >= bucket[:-1]).all()):
-                self._add_by_hop(opened, bucket, v, s, t)
+            if sp.size % sp.hop == 0 and np.floor(p.min() / sp.hop) == np.floor(p.max() / sp.hop):
+                self._add_one_hop(opened, float(np.floor(p[0] / sp.hop)), v, s, t)
             else:
-                self._add_general(opened, p, v, s, t)
+                bucket = np.floor(p / sp.hop)
+                if sp.size % sp.hop == 0 and (bucket[1:] >= bucket[:-1]).all():
+                    self._add_by_hop(opened, bucket, v, s, t)
+                else:
+                    self._add_general(opened, p, v, s, t)
         if len(pos):
             last = float(np.nanmax(pos))
             state["pos"] = last if state["pos"] is None else max(state["pos"], last)
         return self._close(state, lambda start: start + sp.size <= state["pos"])
+
+    def _add_one_hop(self, opened: dict, bucket: float, v, s, t) -> None:
+        """The whole batch in one hop (the usual case): :meth:`_add_by_hop` for one group,
+        the same arithmetic without the grouping."""
+        first = np.zeros(1, dtype=np.intp)
+        mu = np.add.reduceat(v, first) / len(v)
+        d = v - mu
+        row = (len(v), float(mu[0]), float(np.add.reduceat(d * d, first)[0]), float(v.min()),
+               float(v.max()), int(s[0]), int(s[-1]), float(t[0]), float(t[-1]))
+        hop = self.spec.hop
+        start = bucket * hop
+        for j in range(int(self.spec.size // hop)):
+            acc = opened.setdefault(repr(start - j * hop), [0, 0.0, 0.0, 0.0, 0.0, 0, 0,
+                                                             0.0, 0.0])
+            _merge(acc, *row)
 
     def _add_by_hop(self, opened: dict, bucket, v, s, t) -> None:
         """Positions in order and windows a whole number of hops: statistics per hop, each

@@ -84,6 +84,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
                           schema=faust.Schema(**raw), use_partitioner=True)
 
     processor = RunProcessor(cfg)
+    processor.pipelines.import_models()
     sink = AsyncInfluxSink(cfg) if cfg.influx_url else None
     buffer = DurablePointBuffer(os.path.join(cfg.data_dir, "influx-spill"),
                                 max_spill_bytes=cfg.spill_max_bytes)

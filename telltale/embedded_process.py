@@ -344,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     from telltale.embedded import shared_driver
 
     pipeline = shared_driver(pickle.loads(first[1])).pipeline  # closed at exit (atexit)
+    try:
+        pipeline.processor.pipelines.import_models()  # before the first batch, not in it
+    except ImportError as exc:  # MissingExtra: its line says what to install
+        log.warning("telltale: %s", exc)
     done = 0
     for key, payload in frames:
         try:
