@@ -192,7 +192,11 @@ def main(argv=None) -> int:
           f"{st.get('batches', 0):,} processing batches; waited for commits "
           f"{st.get('commit_wait_s', 0):.1f} s (longest commit {st.get('commit_max_s', 0):.2f} s)"
           f"; Kafka append -> worker: mean {st.get('input_age_mean_s', 0) * 1000:.0f} ms, "
-          f"max {st.get('input_age_max_s', 0) * 1000:.0f} ms"
+          f"max {st.get('input_age_max_s', 0) * 1000:.0f} ms; a batch's first message waited "
+          f"{st.get('batch_wait_s', 0) / max(1, st.get('batches', 1)) * 1000:.0f} ms (mean), "
+          f"processing a batch took "
+          f"{st.get('process_s', 0) / max(1, st.get('batches', 1)) * 1000:.0f} ms (mean), "
+          f"{st.get('process_max_s', 0) * 1000:.0f} ms (max)"
           f"; CPU seconds: worker {cpu_worker:.1f}, "
           f"this process (trainers) {time.process_time():.1f}")
     if not lat:

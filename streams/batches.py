@@ -71,7 +71,8 @@ class BatchHandler:
             cfg, processor, ck, outputs, table)
         self.pending = MessageBatch()
         self.counts: dict[str, float] = {"messages": 0, "batches": 0, "skipped": 0,
-                                         "input_age_max_s": 0.0}
+                                         "input_age_max_s": 0.0, "batch_wait_s": 0.0,
+                                         "process_s": 0.0, "process_max_s": 0.0}
         self.age_sum = 0.0  # seconds from the messages' Kafka timestamps to the agent
         self.runs: OrderedDict[str, int] = OrderedDict()  # run -> events processed
 
@@ -84,6 +85,8 @@ class BatchHandler:
 
     async def process(self) -> None:
         """Decode the pending messages, then process each run's events in one call."""
+        t0 = time.monotonic()
+        self.counts["batch_wait_s"] += t0 - self.pending.since  # the first message's wait
         batch = self.pending.take()
         self.counts["batches"] += 1
         by_run: dict[str, list] = {}  # run -> [(event, its events)] in offset order
@@ -108,6 +111,9 @@ class BatchHandler:
                     await self.outputs.dead_letter(event.key, Rejected(
                         f"processing error: {exc!r}", event.value, run))
         self.ck.unacked.extend(event for event, _ in batch)
+        took = time.monotonic() - t0
+        self.counts["process_s"] += took
+        self.counts["process_max_s"] = max(self.counts["process_max_s"], took)
 
     async def process_waiting(self) -> None:
         """Process what waited PENDING_WAIT for more messages that did not come."""
