@@ -37,9 +37,13 @@ class MessageBatch:
         self.since = 0.0  # when the first of them arrived
         self.bytes = 0
 
-    def add(self, event: Any, fresh: bool) -> None:
+    def add(self, event: Any, fresh: bool, age: float = 0.0) -> None:
+        """``age``: how long the message has been in Kafka (its timestamp to now). A batch
+        whose first message already waited there (while this worker was busy processing)
+        does not wait PENDING_WAIT again; a skewed producer clock can only shorten it."""
         if not self.items:
-            self.since, self.bytes = time.monotonic(), 0
+            self.since = time.monotonic() - (min(age, PENDING_WAIT) if age > 0 else 0.0)
+            self.bytes = 0
         self.items.append((event, fresh))
         self.bytes += len(event.value)
 
@@ -81,7 +85,7 @@ class BatchHandler:
         age = time.time() - event.message.timestamp  # since the producer sent it
         self.counts["input_age_max_s"] = max(self.counts["input_age_max_s"], age)
         self.age_sum += age
-        self.pending.add(event, fresh)
+        self.pending.add(event, fresh, age)
 
     async def process(self) -> None:
         """Decode the pending messages, then process each run's events in one call."""
