@@ -98,7 +98,7 @@ class LevelShift(Detector):
                     {"recent_median": cur, "reference_median": ref}))
             elif active and abs(r) < rearm:
                 active, frozen = False, None
-        state["buf"] = arr[-keep:].tolist()
+        state["buf"] = arr[-keep:].copy()  # an array (detectors/state.py encodes it)
         state["active"] = active
         state["frozen"] = frozen
         return scores, findings

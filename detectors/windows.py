@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from math import floor, isfinite
 
 import numpy as np
 
@@ -72,6 +73,8 @@ class WindowResult:
 
 # accumulator layout: [count, mean, m2, min, max, first_step, last_step, first_ts, last_ts]
 
+SMALL_BATCH = 32  # a series' batch up to this many values is reduced in Python
+
 
 def _merge(acc: list, n, mean, m2, lo, hi, s0, s1, t0, t1) -> None:
     na = acc[0]
@@ -120,6 +123,9 @@ class WindowStats:
                values: np.ndarray) -> list[WindowResult]:
         """Add a batch; return the windows it closed, oldest first."""
         sp = self.spec
+        if len(values) <= SMALL_BATCH and sp.size % sp.hop == 0 and self._add_small(
+                state, steps, ts, values):
+            return self._close(state, lambda start: start + sp.size <= state["pos"])
         pos = steps.astype(float) if sp.by == "step" else ts.astype(float)
         fin = np.isfinite(values)
         opened = state["open"]
@@ -140,6 +146,45 @@ class WindowStats:
             last = float(np.nanmax(pos))
             state["pos"] = last if state["pos"] is None else max(state["pos"], last)
         return self._close(state, lambda start: start + sp.size <= state["pos"])
+
+    def _add_small(self, state: dict, steps, ts, values) -> bool:
+        """A small batch in Python (numpy's cost per call exceeds the work): statistics per
+        hop as :meth:`_add_by_hop` computes them. False, and nothing changed, if its
+        positions are out of order."""
+        hop = self.spec.hop
+        pos = (steps if self.spec.by == "step" else ts).tolist()
+        v, s, t = values.tolist(), steps.tolist(), ts.tolist()
+        groups: list[list] = []  # [bucket, values, first/last step, first/last ts]
+        last = None
+        for i, x in enumerate(v):
+            if not isfinite(x):
+                continue
+            b = floor(pos[i] / hop)
+            if b == last:
+                g = groups[-1]
+                g[1].append(x)
+                g[3], g[5] = s[i], t[i]
+            elif last is not None and b < last:
+                return False
+            else:
+                groups.append([b, [x], s[i], s[i], t[i], t[i]])
+                last = b
+        opened = state["open"]
+        per = int(self.spec.size // hop)
+        for b, xs, s0, s1, t0, t1 in groups:
+            n = len(xs)
+            mu = sum(xs) / n
+            row = (n, mu, sum((x - mu) * (x - mu) for x in xs), min(xs), max(xs),
+                   s0, s1, t0, t1)
+            start = float(b) * hop
+            for j in range(per):
+                acc = opened.setdefault(repr(start - j * hop), [0, 0.0, 0.0, 0.0, 0.0, 0, 0,
+                                                                 0.0, 0.0])
+                _merge(acc, *row)
+        if pos:
+            hi = float(max(pos))
+            state["pos"] = hi if state["pos"] is None else max(state["pos"], hi)
+        return True
 
     def _add_one_hop(self, opened: dict, bucket: float, v, s, t) -> None:
         """The whole batch in one hop (the usual case): :meth:`_add_by_hop` for one group,

@@ -121,5 +121,5 @@ class RollingZScore(Detector):
                                         {"mean": float(mean[j]), "std": float(std[j]),
                                          "n": int(n[j])}))
             state["last_alert"] = last
-        state["buf"] = np.concatenate((hist, new))[-self.window:].tolist()
+        state["buf"] = np.concatenate((hist, new))[-self.window:].copy()  # array: see state.py
         return z, findings

@@ -64,3 +64,29 @@ def test_spec_parsing():
     for bad in ["steps:10", "step:10/20", "step:1.5", "step:10s", "time:0s"]:
         with pytest.raises(ValueError, match="bad window"):
             WindowSpec.parse(bad)
+
+
+@pytest.mark.parametrize("text", ["step:10/5", "time:3s/1s"])
+def test_small_batches_out_of_order_equal_numpy(text):
+    """Batches of up to SMALL_BATCH values are reduced in Python; one whose positions go
+    backwards takes the general path, with the same statistics."""
+    rng = np.random.default_rng(1)
+    n = 120
+    steps = np.arange(1, n + 1)
+    ts = 1000.0 + np.cumsum(rng.uniform(0.05, 0.3, n))
+    order = np.arange(n)
+    for lo in range(0, n, 12):  # positions out of order within each batch of 12
+        order[lo:lo + 12] = rng.permutation(order[lo:lo + 12])
+    steps, ts = steps[order], ts[order]
+    vals = rng.normal(5, 2, n)
+    spec = WindowSpec.parse(text)
+    ws = WindowStats(spec)
+    expected = brute_force(spec, steps.astype(float) if spec.by == "step" else ts, vals)
+    state, got = ws.new_state(), []
+    for lo in range(0, n, 12):
+        got += ws.update(state, steps[lo:lo + 12], ts[lo:lo + 12], vals[lo:lo + 12])
+    got += ws.flush(state)
+    assert sorted(w.start for w in got) == sorted(expected)
+    for w in got:
+        assert w.mean == pytest.approx(np.mean(expected[w.start]), rel=1e-12)
+        assert w.count == len(expected[w.start])
