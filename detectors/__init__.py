@@ -1,4 +1,5 @@
-"""Pure, transport-free detectors with explicit, JSON-serializable state."""
+"""Pure, transport-free detectors with explicit state: JSON, numpy arrays included
+(detectors/state.py)."""
 
 from telltale.detectors.base import Detector, Finding
 from telltale.detectors.divergence import Divergence

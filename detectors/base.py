@@ -1,10 +1,10 @@
 """The detector contract: score-then-learn over a batch of one series, explicit state.
 
 A detector is configured by its constructor (hyper-parameters only, checked against its
-``parameter_constraints``). All that it learns lives in a JSON-serializable ``state`` dict
-that the caller owns, so a Faust table or a file can hold it and a restarted worker resumes
-exactly. ``update`` must give the same result whether a series arrives in one batch or one
-value at a time.
+``parameter_constraints``). All that it learns lives in a ``state`` dict that the caller
+owns (JSON, with numpy arrays as base64: :mod:`telltale.detectors.state`), so a Faust table
+or a file can hold it and a restarted worker resumes exactly. ``update`` must give the same
+result whether a series arrives in one batch or one value at a time.
 
 A detector also owns the meaning of its alerts: ``unit_score`` puts its raw score on the
 one 0..1 scale every alert uses, ``abnormal`` says per value whether the series is still

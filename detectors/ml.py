@@ -7,13 +7,15 @@ Isolation Forest is scikit-learn's.
 They score feature vectors against a sliding reference set: the univariate detectors use
 shingles (the last ``shingle`` values of a series, on a log scale with ``log``); the
 run-level :class:`MultivariateKNN` uses a run's metrics at one step. The model is refit on
-a schedule (every ``refit_every`` new vectors), never per event. Raw scores are calibrated
+a schedule (every ``refit_every`` new vectors; the step-vector rules also at most once
+per ``refit_seconds`` of the run's time), never per event. Raw scores are calibrated
 to 0..1 against the scores of the reference set itself (empirical CDF, with an exponential
 tail past its maximum), so one threshold means the same for every series.
 
-State holds the sliding reference and the snapshot the current model was fit on (both
-plain lists). The fitted model is a cache: after a restart it is refit from the snapshot,
-which gives the same model (fixed seeds), so a restored worker scores exactly as before.
+State holds the sliding reference and the snapshot the current model was fit on (numpy
+arrays, written as base64 by detectors/state.py). The fitted model is a cache: after a
+restart it is refit from the snapshot, which gives the same model (fixed seeds), so a
+restored worker scores exactly as before.
 """
 
 from __future__ import annotations
