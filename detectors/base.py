@@ -117,7 +117,7 @@ class UnitScored(AlertSemantics):
 def score_over(scores: np.ndarray, limit: float, sign: float = 0.0) -> np.ndarray:
     """Scores beyond ``limit`` (upwards with sign > 0, downwards with sign < 0, else |s|);
     NaN (no opinion) is not beyond."""
-    s = np.nan_to_num(np.asarray(scores, dtype=float), nan=0.0)
+    s = np.asarray(scores, dtype=float)  # NaN compares False: no copy needed
     if sign > 0:
         return s > limit
     if sign < 0:

@@ -10,6 +10,7 @@ series. Results do not depend on how the run's events were batched.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -341,6 +342,13 @@ class WeightsJump(RunRule):
 
 
 def _match(name: str, patterns) -> bool:
+    """Does ``name`` (case-insensitively) match one of the glob ``patterns``? Cached: the
+    rules ask for every series of every batch."""
+    return _match_tuple(name, patterns if type(patterns) is tuple else tuple(patterns))
+
+
+@functools.lru_cache(maxsize=4096)
+def _match_tuple(name: str, patterns: tuple) -> bool:
     n = name.lower()
     return any(fnmatch.fnmatchcase(n, p) for p in patterns)
 
