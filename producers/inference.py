@@ -118,26 +118,28 @@ class TelltaleMiddleware:
         if scope.get("type") != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
-        m = {"request_bytes": 0, "response_bytes": 0}
-        state = {"status": 0, "first": None, "chunks": 0}
+        req = resp = status = chunks = 0
+        first = 0.0
 
         async def counting_receive():
+            nonlocal req
             msg = await receive()
             if msg.get("type") == "http.request":
-                m["request_bytes"] += len(msg.get("body", b""))
+                req += len(msg.get("body", b""))
             return msg
 
         async def counting_send(msg):
+            nonlocal resp, status, chunks, first
             t = msg.get("type")
-            if t == "http.response.start":
-                state["status"] = int(msg.get("status", 0))
-            elif t == "http.response.body":
+            if t == "http.response.body":
                 body = msg.get("body", b"")
                 if body:
-                    m["response_bytes"] += len(body)
-                    state["chunks"] += 1
-                    if state["first"] is None:
-                        state["first"] = time.perf_counter()
+                    resp += len(body)
+                    chunks += 1
+                    if chunks == 1:
+                        first = time.perf_counter()
+            elif t == "http.response.start":
+                status = int(msg.get("status", 0))
             await send(msg)
 
         error = False
@@ -148,9 +150,11 @@ class TelltaleMiddleware:
             raise
         finally:
             now = time.perf_counter()
-            status = state["status"] or (500 if error else 0)
-            m.update(latency_ms=(now - t0) * 1000.0, status=status,
-                     error=1 if error or status >= 500 else 0)
-            if state["chunks"] > 1:  # streamed: time to the first chunk
-                m["ttft_ms"] = (state["first"] - t0) * 1000.0
+            if not status and error:
+                status = 500
+            m = {"request_bytes": req, "response_bytes": resp,
+                 "latency_ms": (now - t0) * 1000.0, "status": status,
+                 "error": 1 if error or status >= 500 else 0}
+            if chunks > 1:
+                m["ttft_ms"] = (first - t0) * 1000.0
             self.monitor.log(m, kind="infer")
