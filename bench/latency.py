@@ -199,6 +199,12 @@ def main(argv=None) -> int:
           f"{st.get('process_max_s', 0) * 1000:.0f} ms (max)"
           f"; CPU seconds: worker {cpu_worker:.1f}, "
           f"this process (trainers) {time.process_time():.1f}")
+    g = st.get("gc", {})
+    if g:
+        print("worker's garbage collections (gen 0/1/2): "
+              f"{'/'.join(str(n) for n in g['collections'])}, paused "
+              f"{'/'.join(f'{x * 1000:.0f}' for x in g['pause_s'])} ms in all, longest "
+              f"{'/'.join(f'{x * 1000:.1f}' for x in g['pause_max_s'])} ms")
     if not lat:
         print("no spike alert arrived: check the worker log in", w.log_path)
         return 1

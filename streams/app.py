@@ -18,6 +18,7 @@ at /ui/).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from typing import Any
@@ -154,6 +155,13 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
     @app.task
     async def on_started() -> None:
         logging.getLogger().setLevel(cfg.log_level.upper())  # faust leaves root at DEBUG
+        # what start-up made (modules, Faust, aiokafka, scikit-learn) stays out of the
+        # collector's full passes; bench/latency.py: 0.6 instead of 2.0 s of pauses per
+        # run, the longest 105 instead of 150-170 ms
+        gc.collect()
+        gc.freeze()
+        log.debug("%d start-up objects frozen for the garbage collector",
+                  gc.get_freeze_count())
         log.warning("telltale worker consuming %s (%d partitions)", cfg.metrics_topic,
                     cfg.partitions)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import time
 from typing import Any
 
 from telltale.sinks.buffer import DurablePointBuffer
@@ -11,6 +13,36 @@ from telltale.streams.batches import BatchHandler
 from telltale.streams.checkpoint import Checkpointer
 from telltale.streams.expiry import RunExpiry
 from telltale.streams.offsets import PartitionOffsets
+
+
+class GcPauses:
+    """Counts the garbage collector's collections and pauses per generation (the event
+    loop stops for each): a long tail in alert latency can be the collector's."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.pause_s = [0.0, 0.0, 0.0]
+        self.pause_max_s = [0.0, 0.0, 0.0]
+        self._t0 = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+            return
+        g = info.get("generation", 0)
+        took = time.perf_counter() - self._t0
+        self.count[g] += 1
+        self.pause_s[g] += took
+        self.pause_max_s[g] = max(self.pause_max_s[g], took)
+
+    def close(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def doc(self) -> dict:
+        return {"collections": self.count, "pause_s": [round(x, 6) for x in self.pause_s],
+                "pause_max_s": [round(x, 6) for x in self.pause_max_s]}
 
 
 class WorkerStatus:
@@ -22,6 +54,7 @@ class WorkerStatus:
         self.path = os.path.join(data_dir, "worker-status.json")
         self.table, self.buffer, self.ck = table, buffer, ck
         self.batches, self.offsets, self.expiry = batches, offsets, expiry
+        self.gc = GcPauses()
 
     def doc(self) -> dict:
         ck, batches = self.ck, self.batches
@@ -29,6 +62,7 @@ class WorkerStatus:
                 "cached_runs": len(ck.cache), "table_runs": len(self.table) - ck.markers,
                 **ck.counts, **batches.counts, **self.offsets.counts, **self.expiry.counts,
                 "input_age_mean_s": batches.age_sum / max(1, batches.counts["messages"]),
+                "gc": self.gc.doc(),
                 "influx": {**self.buffer.status(),
                            "pending": len(self.buffer) + ck.committing}}
 

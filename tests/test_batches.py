@@ -38,3 +38,21 @@ def test_a_producer_clock_ahead_of_the_worker_changes_nothing():
     batch.add(_event(), True, age=-30.0)  # its timestamp is in the worker's future
     assert not batch.waited(PENDING_WAIT)
     assert batch.since <= time.monotonic()
+
+
+def test_the_status_counts_garbage_collections_and_their_pauses():
+    import gc
+
+    from telltale.streams.status import GcPauses
+
+    pauses = GcPauses()
+    try:
+        before = pauses.doc()["collections"][2]
+        gc.collect(2)
+        doc = pauses.doc()
+        assert doc["collections"][2] == before + 1
+        assert doc["pause_s"][2] >= doc["pause_max_s"][2] > 0.0
+    finally:
+        pauses.close()
+    gc.collect(2)
+    assert pauses.doc()["collections"][2] == before + 1  # closed: no longer counting
