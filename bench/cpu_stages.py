@@ -2,9 +2,11 @@
 InfluxDB): what each layer of the default configuration adds to the decode.
 
     .venv/bin/python bench/cpu_stages.py          # ~1 min, prints 2 interleaved rounds
+    .venv/bin/python bench/cpu_stages.py --per-message 65   # small batches (bench/latency.py's)
 
 The workload is bench/throughput.py's (16 simulated runs, ~9 values per event, 500 events
-per message). Stages, each including the ones before it:
+per message; ``--per-message N``: N, each message one processor call). Stages, each
+including the ones before it:
 1. decode_message only (JSON + validation: the raw decode of bench/throughput.py);
 2. the processor with no windows, detectors or run rules: grouping per series, raw values
    as column blocks, line protocol;
@@ -14,6 +16,7 @@ per message). Stages, each including the ones before it:
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import tempfile
@@ -66,8 +69,13 @@ def cpu_per_value(msgs: list[bytes], proc: RunProcessor | None) -> float:
     return (time.process_time() - t0) / values * 1e6
 
 
-def main() -> int:
-    msgs = messages()
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--per-message", type=int, default=500,
+                   help="events per message, i.e. per processor call (default 500)")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
+    args = p.parse_args(argv)
+    msgs = messages(per_message=args.per_message)
     none = Pipelines(rules=[("*", [])], run_rules=[])
     stages = [("decode only (the raw decode)", lambda: None),
               ("+ grouping, raw-value blocks, line protocol",
@@ -76,11 +84,12 @@ def main() -> int:
                lambda: RunProcessor(Config(), pipelines=none)),
               ("default: + detectors, run rules, scores", lambda: RunProcessor(Config()))]
     got: dict[str, list[float]] = {name: [] for name, _ in stages}
-    for _ in range(2):  # interleaved rounds: the machine's drift hits every stage alike
+    for _ in range(args.rounds):  # interleaved rounds: the machine's drift hits every stage alike
         for name, make in stages:
             got[name].append(cpu_per_value(msgs, make()))
     base = statistics.median(got[stages[0][0]])
-    print(f"{len(msgs)} messages; CPU µs per metric value (median of 2), and x the decode:")
+    print(f"{len(msgs)} messages; CPU µs per metric value (median of {args.rounds}), "
+          "and x the decode:")
     for name, _ in stages:
         us = statistics.median(got[name])
         print(f"  {name:46s} {us:6.2f} µs  x{us / base:5.1f}")
