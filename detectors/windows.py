@@ -76,6 +76,15 @@ class WindowResult:
 SMALL_BATCH = 32  # a series' batch up to this many values is reduced in Python
 
 
+def _empty() -> list:
+    return [0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0]
+
+
+def _advance(state: dict, pos: float) -> None:
+    """The series has reached ``pos`` (windows ending by then close)."""
+    state["pos"] = pos if state["pos"] is None else max(state["pos"], pos)
+
+
 def _merge(acc: list, n, mean, m2, lo, hi, s0, s1, t0, t1) -> None:
     na = acc[0]
     if na == 0:
@@ -143,8 +152,7 @@ class WindowStats:
                 else:
                     self._add_general(opened, p, v, s, t)
         if len(pos):
-            last = float(np.nanmax(pos))
-            state["pos"] = last if state["pos"] is None else max(state["pos"], last)
+            _advance(state, float(np.nanmax(pos)))
         return self._close(state, lambda start: start + sp.size <= state["pos"])
 
     def _add_small(self, state: dict, steps, ts, values) -> bool:
@@ -169,22 +177,22 @@ class WindowStats:
             else:
                 groups.append([b, [x], s[i], s[i], t[i], t[i]])
                 last = b
-        opened = state["open"]
-        per = int(self.spec.size // hop)
         for b, xs, s0, s1, t0, t1 in groups:
             n = len(xs)
             mu = sum(xs) / n
-            row = (n, mu, sum((x - mu) * (x - mu) for x in xs), min(xs), max(xs),
-                   s0, s1, t0, t1)
-            start = float(b) * hop
-            for j in range(per):
-                acc = opened.setdefault(repr(start - j * hop), [0, 0.0, 0.0, 0.0, 0.0, 0, 0,
-                                                                 0.0, 0.0])
-                _merge(acc, *row)
+            self._merge_hop(state["open"], float(b) * hop, (
+                n, mu, sum((x - mu) * (x - mu) for x in xs), min(xs), max(xs),
+                s0, s1, t0, t1))
         if pos:
-            hi = float(max(pos))
-            state["pos"] = hi if state["pos"] is None else max(state["pos"], hi)
+            _advance(state, float(max(pos)))
         return True
+
+    def _merge_hop(self, opened: dict, start: float, row: tuple) -> None:
+        """Merge one hop's statistics (starting at ``start``) into the size/hop windows
+        that contain it."""
+        hop = self.spec.hop
+        for j in range(int(self.spec.size // hop)):
+            _merge(opened.setdefault(repr(start - j * hop), _empty()), *row)
 
     def _add_one_hop(self, opened: dict, bucket: float, v, s, t) -> None:
         """The whole batch in one hop (the usual case): :meth:`_add_by_hop` for one group,
@@ -194,12 +202,7 @@ class WindowStats:
         d = v - mu
         row = (len(v), float(mu[0]), float(np.add.reduceat(d * d, first)[0]), float(v.min()),
                float(v.max()), int(s[0]), int(s[-1]), float(t[0]), float(t[-1]))
-        hop = self.spec.hop
-        start = bucket * hop
-        for j in range(int(self.spec.size // hop)):
-            acc = opened.setdefault(repr(start - j * hop), [0, 0.0, 0.0, 0.0, 0.0, 0, 0,
-                                                             0.0, 0.0])
-            _merge(acc, *row)
+        self._merge_hop(opened, bucket * self.spec.hop, row)
 
     def _add_by_hop(self, opened: dict, bucket, v, s, t) -> None:
         """Positions in order and windows a whole number of hops: statistics per hop, each
@@ -209,12 +212,8 @@ class WindowStats:
         first = np.concatenate(([0], first))
         cnt = np.diff(np.append(first, len(v)))
         rows = _reduce(v, first, cnt, s, t)
-        per = int(self.spec.size // hop)
         for start, row in zip((bucket[first] * hop).tolist(), rows, strict=True):
-            for j in range(per):
-                acc = opened.setdefault(repr(start - j * hop), [0, 0.0, 0.0, 0.0, 0.0, 0, 0,
-                                                                 0.0, 0.0])
-                _merge(acc, *row)
+            self._merge_hop(opened, start, row)
 
     def _add_general(self, opened: dict, p, v, s, t) -> None:
         sp = self.spec
@@ -235,8 +234,7 @@ class WindowStats:
         cnt = np.diff(np.append(first, len(starts)))
         rows = _reduce(v[idx], first, cnt, s[idx], t[idx])
         for w, row in zip(uniq.tolist(), rows, strict=True):
-            acc = opened.setdefault(repr(w), [0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0])
-            _merge(acc, *row)
+            _merge(opened.setdefault(repr(w), _empty()), *row)
 
     def flush(self, state: dict) -> list[WindowResult]:
         """Close every open window (at the end of a run)."""
