@@ -17,7 +17,6 @@ at /ui/).
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
@@ -30,7 +29,7 @@ from telltale.access import faust_credentials
 from telltale.config import Config
 from telltale.sinks.buffer import DurablePointBuffer
 from telltale.sinks.influx import AsyncInfluxSink, check_influx, ensure_database
-from telltale.streams.batches import PENDING_WAIT, BatchHandler
+from telltale.streams.batches import BatchHandler
 from telltale.streams.checkpoint import CHECKPOINT_INTERVAL, Checkpointer
 from telltale.streams.expiry import RunExpiry
 from telltale.streams.offsets import PartitionOffsets
@@ -93,35 +92,23 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
     outputs = Outputs(alerts_topic, deadletter_topic, buffer, ck)
     buffer.on_refused = outputs.influx_refused
     offsets = PartitionOffsets(app, cfg.metrics_topic)
-    batches = BatchHandler(cfg, processor, ck, outputs, run_state)
+    batches = BatchHandler(cfg, processor, ck, outputs, run_state, offsets)
     expiry = RunExpiry(run_state, cfg.partitions, cfg.run_idle_ttl, processor, ck, outputs,
                        offsets.assigned)
     status = WorkerStatus(cfg.data_dir, run_state, buffer, ck, batches, offsets, expiry)
 
     @app.agent(metrics_topic)
     async def process(stream):
-        """Gather messages into batches; checkpoint when due (input is acked there)."""
+        """Hand messages to the processing loop (input is acked at checkpoints)."""
         async for event in stream.noack().events():
-            async with ck.lock:
-                fresh = await offsets.admit(event.message)
-                if fresh is None:
-                    continue  # messages before it are missing: read again (tail_check)
-                batches.add(event, fresh)
-                if batches.pending.full():
-                    await batches.process()
-            if ck.due():
-                await ck.checkpoint()
+            batches.add(event)
+            if batches.full():
+                await batches.room.wait()
 
     @app.task
-    async def pending_flusher() -> None:
-        """Processes what waited PENDING_WAIT when no further message arrives (a loop, not
-        an app.timer: a batch may take longer than the interval)."""
-        while True:
-            await asyncio.sleep(PENDING_WAIT / 4)
-            try:
-                await batches.process_waiting()
-            except Exception:  # processing dead-letters; this is a bug: go on
-                log.exception("processing a batch failed")
+    async def processing() -> None:
+        """Admits and processes the agent's messages, a run at a time (streams/batches.py)."""
+        await batches.drain()
 
     @app.timer(CHECKPOINT_INTERVAL)
     async def checkpoint_timer() -> None:
@@ -140,7 +127,7 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
             # what was processed since the last snapshot is dropped with the cached states
             # (not acked): the next owner reads it again from the committed offset
             gone = offsets.of_topic(revoked)
-            batches.pending.forget(gone)
+            batches.forget(gone)
             ck.forget(gone)
             offsets.forget(gone)
 

@@ -1,130 +1,215 @@
-"""The agent's batches: messages wait a little, then each run's events go through the
-processor in one call.
+"""The agent's messages, queued per run, go through the processor in arrival order.
 
-Messages wait up to PENDING_WAIT (or PENDING_MESSAGES / PENDING_BYTES of them): a run
-sending small messages costs one processor call per batch, not one per message. A run's
-state remembers the offset of the last message applied to it; after a crash, messages the
-restored state already holds are skipped, the rest are processed again and give the same
-outputs (deterministic alert ids; InfluxDB overwrites the same points).
+The agent only puts each message in an inbox. One loop (:meth:`BatchHandler.drain`)
+admits the inbox (offsets, decoding, refusals to the dead-letter topic) into a queue per
+run, then takes the run whose oldest message has waited longest, with all of that run's
+queued messages, and processes them in one call on the processor's thread, so the event
+loop goes on fetching and sending meanwhile. Nothing waits for a batch to fill: a run's
+messages gather only while the processor is busy with other runs, so under load each
+call takes more of them and the per-call cost is paid less often, and when the worker is
+idle a message is processed as soon as it arrives.
+
+A run's state remembers the offset of the last message applied to it; after a crash,
+messages the restored state already holds are skipped, the rest are processed again and
+give the same outputs (deterministic alert ids; InfluxDB overwrites the same points).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from telltale.config import Config
 from telltale.schema import Rejected, decode_message
 from telltale.streams.checkpoint import Checkpointer
+from telltale.streams.offsets import PartitionOffsets
 from telltale.streams.outputs import Outputs
 from telltale.streams.processor import RunProcessor
 
 log = logging.getLogger("telltale.worker")
 
-PENDING_MESSAGES = 1000  # the most messages the agent takes before processing them
-PENDING_BYTES = 2 << 20  # or this many bytes of them
-PENDING_WAIT = 0.1  # or the longest the first of them waits
+QUEUED_MESSAGES = 1000  # the agent waits while this many messages are not processed yet
+QUEUED_BYTES = 4 << 20  # or this many bytes of them
+ALERT_SEND_WAIT = 0.05  # the longest a run's processing waits for its alerts' delivery
 STATUS_RUNS = 10_000  # worker-status.json counts events of this many most recent runs
 
 
-class MessageBatch:
-    """Messages the agent took and has not processed yet: (event, process it?)."""
+class RunQueue:
+    """Admitted messages not processed yet, per run, the run with the oldest first."""
 
     def __init__(self) -> None:
-        self.items: list[tuple[Any, bool]] = []
-        self.since = 0.0  # when the first of them arrived
+        self.runs: OrderedDict[str, list[tuple[Any, list]]] = OrderedDict()
+        self.since: dict[str, float] = {}  # run -> when its oldest queued message came
+        self.messages = 0
         self.bytes = 0
 
-    def add(self, event: Any, fresh: bool, age: float = 0.0) -> None:
-        """``age``: how long the message has been in Kafka (its timestamp to now). A batch
-        whose first message already waited there (while this worker was busy processing)
-        does not wait PENDING_WAIT again; a skewed producer clock can only shorten it."""
-        if not self.items:
-            self.since = time.monotonic() - (min(age, PENDING_WAIT) if age > 0 else 0.0)
-            self.bytes = 0
-        self.items.append((event, fresh))
+    def __len__(self) -> int:
+        return self.messages
+
+    def add(self, run: str, event: Any, events: list) -> None:
+        """Queue a message's ``events`` (all of ``run``)."""
+        items = self.runs.get(run)
+        if items is None:
+            items = self.runs[run] = []
+            self.since[run] = time.monotonic()
+        items.append((event, events))
+        self.messages += 1
         self.bytes += len(event.value)
 
-    def full(self) -> bool:
-        return len(self.items) >= PENDING_MESSAGES or self.bytes >= PENDING_BYTES
-
-    def waited(self, seconds: float) -> bool:
-        return bool(self.items) and time.monotonic() - self.since >= seconds
-
-    def take(self) -> list[tuple[Any, bool]]:
-        items, self.items = self.items, []
-        return items
+    def take(self) -> tuple[str, list[tuple[Any, list]], float]:
+        """The run that waited longest: (run, its messages in offset order, since)."""
+        run, items = self.runs.popitem(last=False)
+        self.messages -= len(items)
+        self.bytes -= sum(len(event.value) for event, _ in items)
+        return run, items, self.since.pop(run)
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions went to another worker: their messages are its to process."""
-        self.items = [p for p in self.items if p[0].message.partition not in partitions]
+        for run in list(self.runs):
+            items = self.runs[run]
+            keep = [it for it in items if it[0].message.partition not in partitions]
+            if len(keep) == len(items):
+                continue
+            self.messages -= len(items) - len(keep)
+            self.bytes -= sum(len(e.value) for e, _ in items) - sum(len(e.value)
+                                                                   for e, _ in keep)
+            if keep:
+                self.runs[run] = keep
+            else:
+                del self.runs[run]
+                del self.since[run]
 
 
 class BatchHandler:
-    """Decodes a batch of metrics messages and runs each run's events through the processor.
+    """Admits, decodes and processes the agent's messages, a run at a time.
 
     Rejected input is dead-lettered with its reason; an error processing one run
-    dead-letters that run's messages of the batch and the worker goes on.
+    dead-letters that run's messages and the worker goes on.
     """
 
     def __init__(self, cfg: Config, processor: RunProcessor, ck: Checkpointer,
-                 outputs: Outputs, table: Any):
+                 outputs: Outputs, table: Any, offsets: PartitionOffsets | None = None):
         self.cfg, self.processor, self.ck, self.outputs, self.table = (
             cfg, processor, ck, outputs, table)
-        self.pending = MessageBatch()
+        self.offsets = offsets
+        self.inbox: list[Any] = []  # messages the agent took, not admitted yet
+        self.queue = RunQueue()
+        self.ready = asyncio.Event()  # the inbox has messages
+        self.room = asyncio.Event()  # the agent may take more
+        self.room.set()
         self.counts: dict[str, float] = {"messages": 0, "batches": 0, "skipped": 0,
                                          "input_age_max_s": 0.0, "batch_wait_s": 0.0,
                                          "process_s": 0.0, "process_max_s": 0.0}
         self.age_sum = 0.0  # seconds from the messages' Kafka timestamps to the agent
         self.runs: OrderedDict[str, int] = OrderedDict()  # run -> events processed
+        # one thread: a run's calls stay in order, and the event loop is free meanwhile
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="telltale-processor")
 
-    def add(self, event: Any, fresh: bool) -> None:
-        """Take a message of the agent's (``fresh``: not processed before)."""
+    def full(self) -> bool:
+        queued = len(self.inbox) + len(self.queue)
+        return queued >= QUEUED_MESSAGES or self.queue.bytes >= QUEUED_BYTES
+
+    def add(self, event: Any) -> None:
+        """Take a message of the agent's (admitted by the drain loop)."""
         age = time.time() - event.message.timestamp  # since the producer sent it
         self.counts["input_age_max_s"] = max(self.counts["input_age_max_s"], age)
         self.age_sum += age
-        self.pending.add(event, fresh, age)
+        self.inbox.append(event)
+        self.ready.set()
+        if self.full():
+            self.room.clear()
 
-    async def process(self) -> None:
-        """Decode the pending messages, then process each run's events in one call."""
-        t0 = time.monotonic()
-        self.counts["batch_wait_s"] += t0 - self.pending.since  # the first message's wait
-        batch = self.pending.take()
-        self.counts["batches"] += 1
-        by_run: dict[str, list] = {}  # run -> [(event, its events)] in offset order
-        for event, fresh in batch:
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions went to another worker: drop their messages not processed yet."""
+        self.inbox = [e for e in self.inbox if e.message.partition not in partitions]
+        self.queue.forget(partitions)
+        if not self.full():
+            self.room.set()
+
+    async def drain(self) -> None:
+        """Admit and process messages as they come (the worker's processing loop)."""
+        while True:
+            if not (self.inbox or self.queue.runs):
+                self.ready.clear()
+                await self.ready.wait()
+            step = asyncio.ensure_future(self._step())
+            try:
+                await asyncio.shield(step)
+            except asyncio.CancelledError:
+                # the worker stops: a run being processed finishes first, so its state,
+                # outputs and acks agree when the final checkpoint reads them
+                await asyncio.wait([step])
+                raise
+            except Exception:  # processing dead-letters; this is a bug: go on
+                log.exception("processing failed")
+                await asyncio.sleep(0.1)
+            if not self.full():
+                self.room.set()
+            if self.ck.due():
+                try:
+                    await self.ck.checkpoint()
+                except Exception:  # the input stays un-acked; the timer's checkpoint retries
+                    log.exception("checkpoint failed")
+
+    async def _step(self) -> None:
+        async with self.ck.lock:
+            await self.admit()
+            if self.queue.runs:
+                await self.process_next()
+
+    async def admit(self) -> None:
+        """The inbox into the run queue (under the checkpoint lock): messages processed
+        before are acked with the next checkpoint, refusals go to the dead-letter topic."""
+        inbox, self.inbox = self.inbox, []
+        for i, event in enumerate(inbox):
+            try:
+                fresh = (True if self.offsets is None
+                         else await self.offsets.admit(event.message))
+            except BaseException:
+                self.inbox[:0] = inbox[i:]  # admitted next time
+                raise
+            if fresh is None:
+                continue  # messages before it are missing: read again (tail_check)
             if not fresh:
+                self.ck.unacked.append(event)
                 continue
             events, rejected = decode_message(event.value)
             for r in rejected:
                 await self.outputs.dead_letter(event.key, r)
-            runs: dict[str, list] = {}
-            for ev in events:
-                runs.setdefault(ev.run, []).append(ev)
-            for run, evs in runs.items():
-                by_run.setdefault(run, []).append((event, evs))
             self.counts["messages"] += 1
-        for run, items in by_run.items():
-            try:
-                await self._process_run(run, items)
-            except Exception as exc:  # a poison message must not stop the worker
-                log.exception("processing failed")
-                for event, _ in items:
-                    await self.outputs.dead_letter(event.key, Rejected(
-                        f"processing error: {exc!r}", event.value, run))
-        self.ck.unacked.extend(event for event, _ in batch)
+            if events:
+                self.queue.add(events[0].run, event, events)
+            else:
+                self.ck.unacked.append(event)
+
+    async def process_next(self) -> None:
+        """Process the messages of the run that waited longest (under the lock)."""
+        t0 = time.monotonic()
+        run, items, since = self.queue.take()
+        self.counts["batches"] += 1
+        self.counts["batch_wait_s"] += t0 - since
+        try:
+            await self._process_run(run, items)
+        except Exception as exc:  # a poison message must not stop the worker
+            log.exception("processing failed")
+            for event, _ in items:
+                await self.outputs.dead_letter(event.key, Rejected(
+                    f"processing error: {exc!r}", event.value, run))
+        self.ck.unacked.extend(event for event, _ in items)
         took = time.monotonic() - t0
         self.counts["process_s"] += took
         self.counts["process_max_s"] = max(self.counts["process_max_s"], took)
 
-    async def process_waiting(self) -> None:
-        """Process what waited PENDING_WAIT for more messages that did not come."""
-        if self.pending.waited(PENDING_WAIT):
-            async with self.ck.lock:
-                if self.pending.items:
-                    await self.process()
+    async def process_all(self) -> None:
+        """Admit and process everything taken so far, in one go (tests)."""
+        async with self.ck.lock:
+            await self.admit()
+            while self.queue.runs:
+                await self.process_next()
 
     async def _process_run(self, run: str, items: list) -> None:
         ck, cfg = self.ck, self.cfg
@@ -149,7 +234,8 @@ class BatchHandler:
             last[part] = offset
         if not last:
             return
-        out = self.processor.process(state, evs)
+        out = await asyncio.get_running_loop().run_in_executor(
+            self.executor, self.processor.process, state, evs)
         # kept in the state too: a restarted worker or a new owner goes on with its clock
         state["seen_at"] = ck.last_seen[run] = round(time.time(), 3)
         offs.update(last)
@@ -157,4 +243,10 @@ class BatchHandler:
         self.runs[run] = self.runs.pop(run, 0) + len(evs)
         if len(self.runs) > STATUS_RUNS:  # bounded: the most recently active runs
             self.runs.popitem(last=False)
+        n_sends = len(ck.sends)
         await self.outputs.emit(run, key, out)
+        sent = ck.sends[n_sends:]
+        if out.alerts and sent:
+            # sent now, not after the runs queued behind this one (bounded; delivery is
+            # awaited again before a checkpoint acks the input)
+            await asyncio.wait(sent, timeout=ALERT_SEND_WAIT)
