@@ -213,6 +213,8 @@ def main(argv=None) -> int:
           f"{len(tail.records)} alert records; {st.get('messages', 0):,} messages in "
           f"{st.get('batches', 0):,} processor calls; waited for commits "
           f"{st.get('commit_wait_s', 0):.1f} s (longest commit {st.get('commit_max_s', 0):.2f} s)"
+          f"; first event's log() -> Kafka append: mean "
+          f"{st.get('producer_hold_mean_s', 0) * 1000:.0f} ms"
           f"; Kafka append -> worker: mean {st.get('input_age_mean_s', 0) * 1000:.0f} ms, "
           f"max {st.get('input_age_max_s', 0) * 1000:.0f} ms; a run's oldest queued message waited "
           f"{st.get('batch_wait_s', 0) / max(1, st.get('batches', 1)) * 1000:.0f} ms (mean), "

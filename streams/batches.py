@@ -105,6 +105,10 @@ class BatchHandler:
                                          "input_age_max_s": 0.0, "batch_wait_s": 0.0,
                                          "process_s": 0.0, "process_max_s": 0.0}
         self.age_sum = 0.0  # seconds from the messages' Kafka timestamps to the agent
+        self.taken = 0  # messages the agent took
+        # seconds from a message's first event (its ts, the producer's clock) to the
+        # message's Kafka timestamp: what the producer held it
+        self.hold_sum = 0.0
         self.runs: OrderedDict[str, int] = OrderedDict()  # run -> events processed
         # one thread: a run's calls stay in order, and the event loop is free meanwhile
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="telltale-processor")
@@ -118,6 +122,7 @@ class BatchHandler:
         age = time.time() - event.message.timestamp  # since the producer sent it
         self.counts["input_age_max_s"] = max(self.counts["input_age_max_s"], age)
         self.age_sum += age
+        self.taken += 1
         self.inbox.append(event)
         self.ready.set()
         if self.full():
@@ -182,6 +187,7 @@ class BatchHandler:
                 await self.outputs.dead_letter(event.key, r)
             self.counts["messages"] += 1
             if events:
+                self.hold_sum += max(0.0, event.message.timestamp - events[0].ts)
                 self.queue.add(events[0].run, event, events)
             else:
                 self.ck.unacked.append(event)

@@ -61,7 +61,8 @@ class WorkerStatus:
         return {"pid": os.getpid(), "assigned": self.offsets.assigned(), "runs": batches.runs,
                 "cached_runs": len(ck.cache), "table_runs": len(self.table) - ck.markers,
                 **ck.counts, **batches.counts, **self.offsets.counts, **self.expiry.counts,
-                "input_age_mean_s": batches.age_sum / max(1, batches.counts["messages"]),
+                "input_age_mean_s": batches.age_sum / max(1, batches.taken),
+                "producer_hold_mean_s": batches.hold_sum / max(1, batches.counts["messages"]),
                 "gc": self.gc.doc(),
                 "influx": {**self.buffer.status(),
                            "pending": len(self.buffer) + ck.committing}}
