@@ -1,14 +1,15 @@
-"""The Kafka-mode topology, top to bottom: app → topics → table → agent → timers.
+"""The Kafka-mode topology, top to bottom: app → topics → table → agent → tasks, timers.
 
     metrics topic (key = run id, value = a batch of that run's events)
-      └─ agent `process`: decode → RunProcessor, state per run cached in memory
+      └─ agent `process` → task `processing`, a run at a time: decode → RunProcessor (on
+         its thread), state per run cached in memory
            ├─ window stats, scores, raw metrics → InfluxDB (buffered; spilled to disk if down)
            ├─ alert records → alerts topic
            └─ rejected input, with the reason → dead-letter topic
     every CHECKPOINT_INTERVAL (or CHECKPOINT_MESSAGES): alerts acked → points durable →
       changed run states written to the `run-state` table (its changelog) → input acked
 
-The parts: streams/batches.py (the agent's batches through the processor),
+The parts: streams/batches.py (the processing loop: messages queued per run),
 streams/checkpoint.py (state cache and commits), streams/offsets.py (partition offsets
 and gaps), streams/fetching.py (fetches that never hold the input back), streams/expiry.py
 (idle runs), streams/status.py (worker-status.json), telltale/ui/routes.py (the dashboard
