@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -35,6 +35,7 @@ log = logging.getLogger("telltale.worker")
 QUEUED_MESSAGES = 1000  # the agent waits while this many messages are not processed yet
 QUEUED_BYTES = 4 << 20  # or this many bytes of them
 ALERT_SEND_WAIT = 0.05  # the longest a run's processing waits for its alerts' delivery
+HOLD_MAX = 600.0  # a message's first event older than this was not held by the producer
 STATUS_RUNS = 10_000  # worker-status.json counts events of this many most recent runs
 
 
@@ -42,7 +43,7 @@ class RunQueue:
     """Admitted messages not processed yet, per run, the run with the oldest first."""
 
     def __init__(self) -> None:
-        self.runs: OrderedDict[str, list[tuple[Any, list]]] = OrderedDict()
+        self.runs: OrderedDict[str, list[tuple[Any, Any, list]]] = OrderedDict()
         self.since: dict[str, float] = {}  # run -> when its oldest queued message came
         self.messages = 0
         self.bytes = 0
@@ -50,21 +51,21 @@ class RunQueue:
     def __len__(self) -> int:
         return self.messages
 
-    def add(self, run: str, event: Any, events: list) -> None:
-        """Queue a message's ``events`` (all of ``run``)."""
+    def add(self, run: str, event: Any, entry: Any, events: list) -> None:
+        """Queue a message's ``events`` (all of ``run``); ``entry``: its ack record."""
         items = self.runs.get(run)
         if items is None:
             items = self.runs[run] = []
             self.since[run] = time.monotonic()
-        items.append((event, events))
+        items.append((event, entry, events))
         self.messages += 1
         self.bytes += len(event.value)
 
-    def take(self) -> tuple[str, list[tuple[Any, list]], float]:
+    def take(self) -> tuple[str, list[tuple[Any, Any, list]], float]:
         """The run that waited longest: (run, its messages in offset order, since)."""
         run, items = self.runs.popitem(last=False)
         self.messages -= len(items)
-        self.bytes -= sum(len(event.value) for event, _ in items)
+        self.bytes -= sum(len(it[0].value) for it in items)
         return run, items, self.since.pop(run)
 
     def forget(self, partitions: set[int]) -> None:
@@ -75,8 +76,8 @@ class RunQueue:
             if len(keep) == len(items):
                 continue
             self.messages -= len(items) - len(keep)
-            self.bytes -= sum(len(e.value) for e, _ in items) - sum(len(e.value)
-                                                                   for e, _ in keep)
+            self.bytes -= sum(len(it[0].value) for it in items) - sum(len(it[0].value)
+                                                                     for it in keep)
             if keep:
                 self.runs[run] = keep
             else:
@@ -97,6 +98,11 @@ class BatchHandler:
             cfg, processor, ck, outputs, table)
         self.offsets = offsets
         self.inbox: list[Any] = []  # messages the agent took, not admitted yet
+        # partition -> its admitted messages in offset order: [event, done]. A message is
+        # acked only once every message before it in its partition is done: runs are
+        # processed out of offset order, and Faust commits past the first acked offset
+        # of a partition, not the first un-acked one
+        self.admitted: dict[int, deque[list]] = {}
         self.queue = RunQueue()
         self.ready = asyncio.Event()  # the inbox has messages
         self.room = asyncio.Event()  # the agent may take more
@@ -109,6 +115,7 @@ class BatchHandler:
         # seconds from a message's first event (its ts, the producer's clock) to the
         # message's Kafka timestamp: what the producer held it
         self.hold_sum = 0.0
+        self.holds = 0
         self.runs: OrderedDict[str, int] = OrderedDict()  # run -> events processed
         # one thread: a run's calls stay in order, and the event loop is free meanwhile
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="telltale-processor")
@@ -132,6 +139,8 @@ class BatchHandler:
         """Partitions went to another worker: drop their messages not processed yet."""
         self.inbox = [e for e in self.inbox if e.message.partition not in partitions]
         self.queue.forget(partitions)
+        for p in partitions:
+            self.admitted.pop(p, None)
         if not self.full():
             self.room.set()
 
@@ -179,18 +188,27 @@ class BatchHandler:
                 raise
             if fresh is None:
                 continue  # messages before it are missing: read again (tail_check)
+            events, rejected = decode_message(event.value) if fresh else ([], [])
+            entry = [event, not events]  # a message processed before is acked in turn
+            self.admitted.setdefault(event.message.partition, deque()).append(entry)
             if not fresh:
-                self.ck.unacked.append(event)
                 continue
-            events, rejected = decode_message(event.value)
-            for r in rejected:
-                await self.outputs.dead_letter(event.key, r)
             self.counts["messages"] += 1
             if events:
-                self.hold_sum += max(0.0, event.message.timestamp - events[0].ts)
-                self.queue.add(events[0].run, event, events)
-            else:
-                self.ck.unacked.append(event)
+                hold = event.message.timestamp - events[0].ts
+                if 0.0 <= hold < HOLD_MAX:  # not for events logged with past timestamps
+                    self.hold_sum += hold
+                    self.holds += 1
+                self.queue.add(events[0].run, event, entry, events)
+            for r in rejected:
+                await self.outputs.dead_letter(event.key, r)
+        self._release()
+
+    def _release(self) -> None:
+        """Messages whose partition is done up to them go to the next checkpoint's acks."""
+        for q in self.admitted.values():
+            while q and q[0][1]:
+                self.ck.unacked.append(q.popleft()[0])
 
     async def process_next(self) -> None:
         """Process the messages of the run that waited longest (under the lock)."""
@@ -202,10 +220,12 @@ class BatchHandler:
             await self._process_run(run, items)
         except Exception as exc:  # a poison message must not stop the worker
             log.exception("processing failed")
-            for event, _ in items:
+            for event, _, _ in items:
                 await self.outputs.dead_letter(event.key, Rejected(
                     f"processing error: {exc!r}", event.value, run))
-        self.ck.unacked.extend(event for event, _ in items)
+        for _, entry, _ in items:
+            entry[1] = True
+        self._release()
         took = time.monotonic() - t0
         self.counts["process_s"] += took
         self.counts["process_max_s"] = max(self.counts["process_max_s"], took)
@@ -225,13 +245,13 @@ class BatchHandler:
             await self.outputs.dead_letter(key, Rejected(
                 f"this worker already holds {cfg.max_active_runs} active runs "
                 f"(TELLTALE_MAX_ACTIVE_RUNS); run {run!r} not started",
-                {"run": run, "events": sum(len(evs) for _, evs in items)}, run))
+                {"run": run, "events": sum(len(evs) for _, _, evs in items)}, run))
             return
         ent = ck.state_for(run, items[0][0].message.partition, self.processor.new_state)
         state = ent["state"]
         offs = state.setdefault("offsets", {})
         evs, last = [], {}
-        for event, mevs in items:
+        for event, _, mevs in items:
             part, offset = str(event.message.partition), event.message.offset
             if offs.get(part, -1) >= offset:
                 self.counts["skipped"] += 1  # already in the restored state

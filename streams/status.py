@@ -62,7 +62,7 @@ class WorkerStatus:
                 "cached_runs": len(ck.cache), "table_runs": len(self.table) - ck.markers,
                 **ck.counts, **batches.counts, **self.offsets.counts, **self.expiry.counts,
                 "input_age_mean_s": batches.age_sum / max(1, batches.taken),
-                "producer_hold_mean_s": batches.hold_sum / max(1, batches.counts["messages"]),
+                "producer_hold_mean_s": batches.hold_sum / max(1, batches.holds),
                 "gc": self.gc.doc(),
                 "influx": {**self.buffer.status(),
                            "pending": len(self.buffer) + ck.committing}}

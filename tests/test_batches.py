@@ -20,25 +20,25 @@ def _event(value: bytes = b"{}", partition: int = 0, offset: int = 0, key: bytes
 
 def test_the_run_that_waited_longest_goes_first_with_all_its_messages():
     q = RunQueue()
-    q.add("a", _event(offset=0), [1])
-    q.add("b", _event(offset=1), [2])
-    q.add("a", _event(offset=2), [3])
+    q.add("a", _event(offset=0), None, [1])
+    q.add("b", _event(offset=1), None, [2])
+    q.add("a", _event(offset=2), None, [3])
     assert len(q) == 3
     run, items, _ = q.take()
-    assert run == "a" and [evs for _, evs in items] == [[1], [3]]
-    q.add("a", _event(offset=3), [4])  # came after b's: behind it
+    assert run == "a" and [evs for _, _, evs in items] == [[1], [3]]
+    q.add("a", _event(offset=3), None, [4])  # came after b's: behind it
     assert [q.take()[0], q.take()[0]] == ["b", "a"]
     assert len(q) == 0 and q.bytes == 0 and not q.runs
 
 
 def test_messages_of_revoked_partitions_leave_the_queue():
     q = RunQueue()
-    q.add("a", _event(partition=0), [1])
-    q.add("a", _event(partition=1), [2])
-    q.add("b", _event(partition=1), [3])
+    q.add("a", _event(partition=0), None, [1])
+    q.add("a", _event(partition=1), None, [2])
+    q.add("b", _event(partition=1), None, [3])
     q.forget({1})
     assert list(q.runs) == ["a"] and len(q) == 1 and q.bytes == 2
-    assert [evs for _, evs in q.take()[1]] == [[1]]
+    assert [evs for _, _, evs in q.take()[1]] == [[1]]
 
 
 class _Outputs:
@@ -104,6 +104,30 @@ def test_the_same_outputs_however_the_agent_takes_the_messages():
     assert one.dead == many.dead and "not valid JSON" in one.dead[0]
     assert h1.counts["batches"] == 3 and h2.counts["batches"] > 3  # a call per run and take
     assert len(h1.ck.unacked) == len(msgs) == len(h2.ck.unacked)  # all acked, refusal too
+
+
+def test_a_message_is_acked_only_once_its_partition_is_done_up_to_it():
+    """Runs are processed out of offset order; Faust commits past the first acked offset,
+    so an ack must never get ahead of an earlier message of its partition."""
+    from telltale.streams.checkpoint import Checkpointer
+
+    def msg(run, offset):
+        ev = {"step": offset + 1, "ts": 1.7e9 + offset, "metrics": {"loss": 1.0}}
+        return _event(encode_batch(run, [ev]), partition=0, offset=offset, key=run.encode())
+
+    async def go():
+        ck = Checkpointer({}, None, None)
+        h = BatchHandler(Config(), RunProcessor(Config()), ck, _Outputs(), {})
+        a0, b1, a2 = msg("a", 0), msg("b", 1), msg("a", 2)
+        for m in (a0, b1, a2):
+            h.add(m)
+        await h._step()  # admits all three, processes run a (offsets 0 and 2)
+        first = [e.message.offset for e in ck.unacked]
+        await h._step()  # run b
+        return first, [e.message.offset for e in ck.unacked]
+
+    first, then = asyncio.run(go())
+    assert first == [0] and then == [0, 1, 2]
 
 
 def test_messages_a_restored_state_holds_are_skipped():
