@@ -7,7 +7,8 @@ queued messages, and processes them in one call on the processor's thread, so th
 loop goes on fetching and sending meanwhile. Nothing waits for a batch to fill: a run's
 messages gather only while the processor is busy with other runs, so under load each
 call takes more of them and the per-call cost is paid less often, and when the worker is
-idle a message is processed as soon as it arrives.
+idle a message is processed as soon as it arrives. Input is acked at checkpoints, each
+partition's messages in offset order (runs are processed out of it).
 
 A run's state remembers the offset of the last message applied to it; after a crash,
 messages the restored state already holds are skipped, the rest are processed again and
