@@ -160,11 +160,12 @@ def build_app(cfg: Config, ui: bool = False) -> faust.App:
 
     @app.service
     class FinalCheckpoint(mode.Service):
-        """Checkpoints what is pending when the worker stops, then closes the sink."""
+        """Stops the processing loop, checkpoints what is pending, then closes the sink."""
 
         async def on_stop(self) -> None:
+            await batches.stop()  # a run being processed finishes first
             try:
-                await ck.checkpoint(wait=True)
+                await ck.close()
             except Exception:  # the input stays un-acked and is processed again
                 log.exception("final checkpoint failed")
             if sink is not None:

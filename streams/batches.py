@@ -121,6 +121,7 @@ class BatchHandler:
         self.runs: OrderedDict[str, int] = OrderedDict()  # run -> events processed
         # one thread: a run's calls stay in order, and the event loop is free meanwhile
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="telltale-processor")
+        self.task: asyncio.Task | None = None  # the processing loop, while it runs
 
     def full(self) -> bool:
         queued = len(self.inbox) + len(self.queue)
@@ -148,6 +149,7 @@ class BatchHandler:
 
     async def drain(self) -> None:
         """Admit and process messages as they come (the worker's processing loop)."""
+        self.task = asyncio.current_task()
         while True:
             if not (self.inbox or self.queue.runs):
                 self.ready.clear()
@@ -170,6 +172,13 @@ class BatchHandler:
                     await self.ck.checkpoint()
                 except Exception:  # the input stays un-acked; the timer's checkpoint retries
                     log.exception("checkpoint failed")
+
+    async def stop(self) -> None:
+        """End the processing loop (the worker stops); a run being processed finishes."""
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
 
     async def _step(self) -> None:
         async with self.ck.lock:

@@ -46,6 +46,7 @@ class Checkpointer:
         self.unacked: list = []  # Faust events processed, not acknowledged yet
         self.sends: list = []  # futures of alert / dead-letter sends since the last checkpoint
         self.lock = asyncio.Lock()
+        self.closed = False
         self.inflight: asyncio.Future | None = None
         self.committing = 0  # points in commits not finished yet
         self.last = time.monotonic()
@@ -87,7 +88,10 @@ class Checkpointer:
                 or len(self.buffer) >= 4 * CHECKPOINT_POINTS)
 
     async def checkpoint(self, wait: bool = False) -> None:
-        """Start a commit of what is pending (``wait``: and wait until it is done)."""
+        """Start a commit of what is pending (``wait``: and wait until it is done); none
+        after :meth:`close` (the sink is closed: nothing more may be acked)."""
+        if self.closed:
+            return
         if self.inflight is not None and not self.inflight.done():
             if not (wait or self._over_bound()):
                 return  # the next checkpoint takes what piles up meanwhile
@@ -102,6 +106,13 @@ class Checkpointer:
             self.inflight = asyncio.ensure_future(self._commit(self.inflight, *snap))
         if wait:
             await self.wait_commit()
+
+    async def close(self) -> None:
+        """The final checkpoint: commit what is pending, then take no more."""
+        try:
+            await self.checkpoint(wait=True)
+        finally:
+            self.closed = True
 
     async def wait_commit(self) -> None:
         task = self.inflight
