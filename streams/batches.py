@@ -72,13 +72,14 @@ class RunQueue:
     def forget(self, partitions: set[int]) -> None:
         """Partitions went to another worker: their messages are its to process."""
         for run in list(self.runs):
-            items = self.runs[run]
-            keep = [it for it in items if it[0].message.partition not in partitions]
-            if len(keep) == len(items):
+            keep: list[tuple[Any, Any, list]] = []
+            gone: list[tuple[Any, Any, list]] = []
+            for it in self.runs[run]:
+                (gone if it[0].message.partition in partitions else keep).append(it)
+            if not gone:
                 continue
-            self.messages -= len(items) - len(keep)
-            self.bytes -= sum(len(it[0].value) for it in items) - sum(len(it[0].value)
-                                                                     for it in keep)
+            self.messages -= len(gone)
+            self.bytes -= sum(len(it[0].value) for it in gone)
             if keep:
                 self.runs[run] = keep
             else:
