@@ -1,6 +1,7 @@
 """Producer options: privacy (tags, text), bad input, overflow policy, Kafka security."""
 
 import logging
+import threading
 import time
 
 import numpy as np
@@ -155,3 +156,59 @@ def test_init_starts_system_metrics_and_watch_uses_the_current_monitor(tmp_path,
     telltale.close()
     assert mon.stats()["sent"] >= 3  # system samples, the watched step, the end marker
     assert not model._forward_pre_hooks  # close() took the hooks off
+
+
+def test_the_senders_fast_path_keeps_every_check():
+    """Names already let through take the sender's fast path; their values are still
+    checked every time, and refused names are refused every time."""
+    t = SwitchableTransport()
+    mon = Monitor("r", t, tags={"rank": 0}, privacy=Privacy(metric_names=["loss", "acc"]))
+    for step in (1, 2, 3):
+        mon.log({"loss": 1.0, "acc": 2, "secret_name": 3.0}, step=step)
+    mon.log({"loss": "some text"}, step=4)  # a known name with a text value
+    mon.log({"loss": True, "acc": np.float32(0.25)}, step=5)
+    mon.log({"loss": float("nan"), "acc": 1.0}, step=6, tags={"rank": 3})
+    mon.log({"loss": 1.0}, step=7, ts=float("inf"))
+    mon.close()
+    train = [e for e in t.delivered if e.kind == "train"]
+    assert [e.step for e in train] == [1, 2, 3, 5, 6]
+    assert [e.metrics for e in train[:3]] == [{"loss": 1.0, "acc": 2.0}] * 3
+    assert train[3].metrics == {"loss": 1.0, "acc": 0.25}
+    assert np.isnan(train[4].metrics["loss"]) and train[4].tags == {"rank": "3"}
+    assert train[0].tags == {"rank": "0"}
+    st = mon.stats()
+    assert st["dropped_metrics"] == 3 and st["redacted"] == 1 and st["invalid"] == 1
+
+
+def test_deferred_events_are_built_on_the_sender_thread_and_never_crash_it(caplog):
+    from telltale.producers.client import deferred
+
+    t = SwitchableTransport()
+    mon = Monitor("r", t)
+    threads = []
+
+    @deferred
+    def build(x):
+        threads.append(threading.current_thread().name)
+        return {"x": x}
+
+    @deferred
+    def broken():
+        raise ValueError("bug in a builder")
+
+    called = []
+
+    def not_registered(*args):
+        called.append(args)
+        return {"y": 1.0}
+
+    with caplog.at_level(logging.WARNING, logger="telltale"):
+        mon.log_deferred(build, (1.5,), kind="infer")
+        mon.log_deferred(broken, (), kind="infer")
+        mon.log((not_registered, (2.0,)), step=10)  # a tuple from a caller is not called
+        mon.log_deferred(build, (2.5,), kind="infer")
+        mon.close()
+    assert [(e.step, e.metrics) for e in t.delivered if e.kind == "infer"] == \
+        [(1, {"x": 1.5}), (11, {"x": 2.5})]
+    assert threads == ["telltale-sender-r"] * 2 and not called
+    assert mon.stats()["invalid"] == 2 and "bug in a builder" in caplog.text
