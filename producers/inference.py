@@ -11,6 +11,9 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+from time import perf_counter
+
+from telltale.producers.client import deferred
 
 
 class Timer:
@@ -102,45 +105,66 @@ def llm_fields(latency_s: float, prompt_tokens: int | None, completion_tokens: i
     return out
 
 
+@deferred
+def request_fields(t0: float, end: float, first: float, chunks: int, status, error: bool,
+                   request_bytes: int, response_bytes: int) -> dict[str, float]:
+    """The middleware's metrics from one request's raw counts (on the sender thread)."""
+    try:
+        status = int(status)
+    except (TypeError, ValueError):
+        status = 0
+    if not status and error:
+        status = 500
+    m = {"request_bytes": request_bytes, "response_bytes": response_bytes,
+         "latency_ms": (end - t0) * 1000.0, "status": status,
+         "error": 1 if error or status >= 500 else 0}
+    if chunks > 1:
+        m["ttft_ms"] = (first - t0) * 1000.0
+    return m
+
+
 class TelltaleMiddleware:
     """ASGI middleware: per HTTP request ``latency_ms`` (until the last body chunk),
     ``status``, ``error`` (status ≥ 500 or an exception), ``request_bytes``,
     ``response_bytes`` and, for streamed responses, ``ttft_ms`` (first non-empty chunk).
 
     ``app = TelltaleMiddleware(app, monitor)``; other scopes (websocket, lifespan) pass
-    through untouched.
+    through untouched. Per request the server's thread only counts and queues the raw
+    numbers (:meth:`Monitor.log_deferred`); the metrics dict is made on the sender thread.
     """
 
     def __init__(self, app, monitor):
         self.app, self.monitor = app, monitor
+        self._log_deferred = getattr(monitor, "log_deferred", None)
 
     async def __call__(self, scope, receive, send):
-        if scope.get("type") != "http":
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        t0 = time.perf_counter()
+        t0 = perf_counter()
         req = resp = status = chunks = 0
         first = 0.0
 
         async def counting_receive():
             nonlocal req
             msg = await receive()
-            if msg.get("type") == "http.request":
-                req += len(msg.get("body", b""))
+            body = msg.get("body")
+            if body:
+                req += len(body)
             return msg
 
-        async def counting_send(msg):
+        def counting_send(msg):  # returns send's awaitable: no coroutine of its own
             nonlocal resp, status, chunks, first
-            t = msg.get("type")
+            t = msg["type"]
             if t == "http.response.body":
-                body = msg.get("body", b"")
+                body = msg.get("body")
                 if body:
                     resp += len(body)
                     chunks += 1
                     if chunks == 1:
-                        first = time.perf_counter()
+                        first = perf_counter()
             elif t == "http.response.start":
-                status = int(msg.get("status", 0))
-            await send(msg)
+                status = msg.get("status", 0)
+            return send(msg)
 
         error = False
         try:
@@ -149,12 +173,8 @@ class TelltaleMiddleware:
             error = True
             raise
         finally:
-            now = time.perf_counter()
-            if not status and error:
-                status = 500
-            m = {"request_bytes": req, "response_bytes": resp,
-                 "latency_ms": (now - t0) * 1000.0, "status": status,
-                 "error": 1 if error or status >= 500 else 0}
-            if chunks > 1:
-                m["ttft_ms"] = (first - t0) * 1000.0
-            self.monitor.log(m, kind="infer")
+            args = (t0, perf_counter(), first, chunks, status, error, req, resp)
+            if self._log_deferred is not None:
+                self._log_deferred(request_fields, args, kind="infer")
+            else:  # a monitor-like object without log_deferred
+                self.monitor.log(request_fields(*args), kind="infer")

@@ -126,3 +126,34 @@ def test_non_http_scopes_pass_through():
     asyncio.run(TelltaleMiddleware(app, mon)({"type": "lifespan"}, None, None))
     mon.close()
     assert seen == ["lifespan"] and mon.stats()["sent"] == 1  # only the end marker
+
+
+def test_middleware_counts_on_the_servers_thread_and_builds_on_the_senders():
+    """The server's thread queues raw numbers; the same fields arrive (a status sent as a
+    string included), and a monitor-like object without log_deferred gets a dict."""
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": "201", "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    t = SwitchableTransport()
+    mon = Monitor("srv", t, linger=0.001)
+    call(TelltaleMiddleware(app, mon), "/x", [b"abc"])
+    mon.close()
+
+    class Plain:
+        def __init__(self):
+            self.logged = []
+
+        def log(self, metrics, kind="train"):
+            self.logged.append((kind, metrics))
+
+    plain = Plain()
+    call(TelltaleMiddleware(app, plain), "/x", [b"abc"])
+    (ev,) = infer_events(t)
+    kind, m = plain.logged[0]
+    assert kind == "infer" and set(m) == set(ev.metrics)
+    for fields in (ev.metrics, m):
+        assert fields["status"] == 201 and fields["error"] == 0
+        assert fields["request_bytes"] == 3 and fields["response_bytes"] == 4
+        assert "ttft_ms" not in fields and fields["latency_ms"] > 0
