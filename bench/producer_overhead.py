@@ -3,6 +3,7 @@
     .venv/bin/python bench/producer_overhead.py              # everything (~2 min)
     .venv/bin/python bench/producer_overhead.py --only telltale,tensorboard --no-train
     .venv/bin/python bench/producer_overhead.py --broker 127.0.0.1:9092   # A/B blocks
+    .venv/bin/python bench/producer_overhead.py --sender   # the sender's CPU per event
 
 Each logger runs in its own fresh process (so peak RSS is its own): per-call p50 / p99 in
 µs, the time to flush / finish after the loop, and peak RSS (ru_maxrss) against an empty
@@ -22,7 +23,14 @@ requests/s with and without ``TelltaleMiddleware``. Per pair of blocks: B / A - 
 step, or per request); the median and quartiles are printed, and the CPU the other
 threads of the process (sender, embedded pipeline) used, as % of one core, in A and in B
 blocks (median): on a shared machine the wall times are noisy, that share is not; for
-``embedded`` also the CPU of the pipeline's child process ("child CPU").
+``embedded`` also the CPU of the pipeline's child process ("child CPU"); the share of the
+block spent in the garbage collector (and the number of full collections); and the
+slowdown of the process's CPU time per step or request (all its threads; less noisy than
+the wall time, because time spent waiting, for other processes, the hypervisor or the
+GIL, is not counted). For the ASGI app, requests then alternate between the bare
+app and the middleware in one loop (ABBA, the logger live): the middleware's own time
+per request, free of the drift between blocks; and the same for a wrapper of receive and
+send that counts and logs nothing, the least any middleware that sees the response pays.
 ``telltale`` sends to the broker through ``telltale.init(broker=...)`` (confluent-kafka
 when installed), ``kafka-python`` the same with ``TELLTALE_KAFKA_CLIENT=kafka-python``;
 ``embedded`` is ``init()`` without a broker (the pipeline in a child process),
@@ -125,6 +133,55 @@ def run_child(name: str, calls: int, kafka: str | None) -> dict:
     if proc.returncode != 0:
         return {"name": name, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- the sender thread's work per event ------------------------------------------------
+
+
+def bench_sender(rounds: int = 40, batch: int = 500) -> dict:
+    """CPU µs per event of what the sender thread does with a batch (checks, building the
+    middleware's deferred events, encoding), for three kinds of events. The trainer's
+    thread waits for it whenever both want the GIL."""
+    from telltale.producers import Monitor, inference
+    from telltale.producers.client import _encode
+
+    class Discard:
+        def send(self, run, payload):
+            pass
+
+        def close(self):
+            pass
+
+    mon = Monitor("bench-sender", Discard(), tags={"rank": 0}, linger=3600,
+                  max_linger=3600, batch_size=10**9)
+    shapes = {
+        "train, 8 metrics": lambda i: mon.log(metrics_at(i), step=i + 1),
+        "infer, log() of 5 fields": lambda i: mon.log(
+            {"request_bytes": 64, "response_bytes": 2, "latency_ms": 0.45 + i * 1e-6,
+             "status": 200, "error": 0}, kind="infer"),
+    }
+    if hasattr(inference, "request_fields"):  # before 2026-12-02 the middleware used log()
+        shapes["infer, TelltaleMiddleware (deferred)"] = lambda i: mon.log_deferred(
+            inference.request_fields, (1.0, 1.00045 + i * 1e-9, 0.0, 1, 200, False, 64, 2),
+            kind="infer")
+    out = {}
+    for name, fill in shapes.items():
+        take, enc = [], []
+        for _ in range(rounds):
+            for i in range(batch):
+                fill(i)
+            mon.batch_size = batch
+            t0 = time.thread_time_ns()
+            events = mon._take()
+            t1 = time.thread_time_ns()
+            _encode(mon.run, events)
+            t2 = time.thread_time_ns()
+            mon.batch_size = 10**9
+            take.append((t1 - t0) / batch / 1e3)
+            enc.append((t2 - t1) / batch / 1e3)
+        out[name] = (statistics.median(take), statistics.median(enc))
+    mon.close(end=False)
+    return out
 
 
 # -- a real training loop, with and without watch() -----------------------------------
@@ -311,10 +368,14 @@ def ab_child(name: str, workload: str, pairs: int, block_s: float, broker: str |
                 await app(scope, receive, send)
                 mon.log({"latency_ms": (time.perf_counter() - t0) * 1e3, "status": 200,
                          "error": 0, "request_bytes": 0, "response_bytes": 2}, step=None)
-        scope = {"type": "http", "method": "GET", "path": "/"}
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "path": "/predict", "headers": [
+                     (b"host", b"127.0.0.1:8000"), (b"user-agent", b"python-httpx/0.27"),
+                     (b"content-type", b"application/json"), (b"content-length", b"64")]}
+        body = b'{"inputs": [' + b"0," * 25 + b'0]}'
 
         async def receive():
-            return {"type": "http.request", "body": b"", "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
 
         async def send(msg):
             pass
@@ -337,6 +398,41 @@ def ab_child(name: str, workload: str, pairs: int, block_s: float, broker: str |
 
         def run_block(with_log: bool) -> float:
             return asyncio.run(block(wrapped if with_log else app))
+
+        async def floor(scope, receive, send):
+            """The least an ASGI middleware that sees requests and responses does: wrap
+            receive and send, count and log nothing."""
+            async def passing_receive():
+                return await receive()
+
+            async def passing_send(msg):
+                await send(msg)
+            await app(scope, passing_receive, passing_send)
+
+        async def paired(rounds: int, handler) -> list[float]:
+            """Requests alternate app / handler (ABBA) in one loop with the logger live:
+            the handler's own ns per request, without the drift between blocks (the
+            sender's background work falls on both alike)."""
+            extra = []
+            for _ in range(rounds):
+                sa = sb = 0
+                for _ in range(250):
+                    t0 = pc()
+                    await app(scope, receive, send)
+                    t1 = pc()
+                    await handler(scope, receive, send)
+                    t2 = pc()
+                    await asyncio.sleep(0.001)
+                    t3 = pc()
+                    await handler(scope, receive, send)
+                    t4 = pc()
+                    await app(scope, receive, send)
+                    t5 = pc()
+                    sa += t1 - t0 + t5 - t4
+                    sb += t2 - t1 + t4 - t3
+                    await asyncio.sleep(0.001)
+                extra.append((sb - sa) / 500)
+            return extra
     else:
         work, step_ms = _matmul(1.0 if workload == "step1" else 10.0)
         per_block = max(10, int(block_s * 1000 / step_ms))
@@ -360,15 +456,21 @@ def ab_child(name: str, workload: str, pairs: int, block_s: float, broker: str |
                     m = {k: 1.0 / (i + j) for j, k in enumerate(METRICS)}
             return (pc() - t_start) / per_block
 
+    gc_clock = _GCClock()
+
     def timed_block(with_log: bool) -> float:
         """run_block, and the CPU the other threads (sender, pipeline) used meanwhile, as a
-        share of the block's wall time: less noisy than the wall time on a busy machine."""
+        share of the block's wall time: less noisy than the wall time on a busy machine;
+        and the garbage collector's pauses (any thread) as a share of it."""
         k0 = _child_cpu()
+        g0 = gc_clock.total_ns
         c0, m0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
         per_step = run_block(with_log)
         c1, m1, w1 = time.process_time(), time.thread_time(), time.perf_counter()
         k1 = _child_cpu()
         (bg_b if with_log else bg_a).append(((c1 - c0) - (m1 - m0)) / (w1 - w0) * 100)
+        (gc_b if with_log else gc_a).append((gc_clock.total_ns - g0) / 1e9 / (w1 - w0) * 100)
+        (cpu_b if with_log else cpu_a).append(c1 - c0)
         if k0 is not None and k1 is not None:
             (child_b if with_log else child_a).append((k1 - k0) / (w1 - w0) * 100)
         return per_step
@@ -378,19 +480,33 @@ def ab_child(name: str, workload: str, pairs: int, block_s: float, broker: str |
 
     bg_a: list[float] = []
     bg_b: list[float] = []
+    gc_a: list[float] = []
+    gc_b: list[float] = []
+    cpu_a: list[float] = []  # the process's CPU seconds per block (all its threads)
+    cpu_b: list[float] = []
     run_block(True), run_block(False)  # warm up: connect, first batches
     a, b = [], []
     for p in range(pairs):
         order = (False, True) if p % 2 == 0 else (True, False)
         for with_log in order:
             (b if with_log else a).append(timed_block(with_log))
+    if workload == "asgi":  # the two alternate round by round
+        inline_ns, floor_ns = [], []
+        for _ in range(pairs):
+            inline_ns += asyncio.run(paired(1, wrapped))
+            floor_ns += asyncio.run(paired(1, floor))
     t0 = time.perf_counter()
     finish()
     log_ns.sort()
     out = {"name": name, "workload": workload, "step_ms": step_ms, "per_block": per_block,
            "a_ns": a, "b_ns": b, "finish_s": time.perf_counter() - t0,
            "bg_cpu_a_pct": statistics.median(bg_a), "bg_cpu_b_pct": statistics.median(bg_b),
-           "slowdown_pct": [(y / x - 1) * 100 for x, y in zip(a, b, strict=True)]}
+           "gc_a_pct": statistics.mean(gc_a), "gc_b_pct": statistics.mean(gc_b),
+           "gc_full": gc_clock.full,
+           "slowdown_pct": [(y / x - 1) * 100 for x, y in zip(a, b, strict=True)],
+           "cpu_pct": [(y / x - 1) * 100 for x, y in zip(cpu_a, cpu_b, strict=True)]}
+    if workload == "asgi":
+        out["inline_ns"], out["floor_ns"] = inline_ns, floor_ns
     if child_a and child_b:
         out["child_cpu_a_pct"] = statistics.median(child_a)
         out["child_cpu_b_pct"] = statistics.median(child_b)
@@ -401,6 +517,24 @@ def ab_child(name: str, workload: str, pairs: int, block_s: float, broker: str |
         st = mon.stats()
         out["stats"] = {k: st[k] for k in ("sent", "dropped", "spooled", "send_failures")}
     return out
+
+
+class _GCClock:
+    """Wall time spent in the garbage collector (``gc.callbacks``), and full collections."""
+
+    def __init__(self):
+        import gc
+
+        self.total_ns = self.full = 0
+        self._t0 = 0
+        gc.callbacks.append(self)
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter_ns()
+        else:
+            self.total_ns += time.perf_counter_ns() - self._t0
+            self.full += info.get("generation") == 2
 
 
 def _child_cpu() -> float | None:
@@ -435,8 +569,8 @@ def run_ab(name: str, workload: str, pairs: int, block_s: float, broker: str | N
 def report_ab(rows: list[dict]) -> list[str]:
     print(f"\n{'logger':10} {'workload':14} {'A ms':>7} {'slowdown % per pair (B/A - 1)':>44} "
           f"{'median':>7} {'IQR':>12} {'log p50 µs':>10} {'bg CPU % A/B':>13} "
-          f"{'child CPU % A/B':>15}")
-    verdicts = []
+          f"{'child CPU % A/B':>15} {'GC % A/B (full)':>17} {'CPU slowdown, IQR':>22}")
+    verdicts, inline = [], []
     for r in rows:
         label = {"step1": "~1 ms step", "step10": "~10 ms step",
                  "asgi": "ASGI 1000 rps"}.get(r["workload"], r["workload"])
@@ -447,19 +581,38 @@ def report_ab(rows: list[dict]) -> list[str]:
         med = statistics.median(s)
         q = statistics.quantiles(s, n=4) if len(s) > 1 else [s[0], s[0], s[0]]
         per = " ".join(f"{x:+.1f}" for x in s)
+        c = r["cpu_pct"]
+        cpu_med = statistics.median(c)
+        cq = statistics.quantiles(c, n=4) if len(c) > 1 else [c[0], c[0], c[0]]
         a_ms = statistics.median(r["a_ns"]) / 1e6
         p50 = f"{r['log_p50_us']:.2f}" if "log_p50_us" in r else "-"
         bg = f"{r['bg_cpu_a_pct']:.1f}/{r['bg_cpu_b_pct']:.1f}"
         kid = (f"{r['child_cpu_a_pct']:.1f}/{r['child_cpu_b_pct']:.1f}"
                if "child_cpu_a_pct" in r else "-")
         print(f"{r['name']:10} {label:14} {a_ms:>7.3f} {per:>44} {med:>+7.2f} "
-              f"{q[0]:>+5.1f}..{q[2]:<+5.1f} {p50:>10} {bg:>13} {kid:>15}")
+              f"{q[0]:>+5.1f}..{q[2]:<+5.1f} {p50:>10} {bg:>13} {kid:>15} "
+              f"{r['gc_a_pct']:>6.2f}/{r['gc_b_pct']:.2f} ({r['gc_full']})  {cpu_med:>+6.2f} "
+              f"{cq[0]:>+5.1f}..{cq[2]:<+5.1f}")
+        unit = "request" if r["workload"] == "asgi" else "step"
+        for key, what in (("inline_ns", "the middleware's own time"),
+                          ("floor_ns", "a wrapper of receive and send that does nothing")):
+            if key in r:
+                x = r[key]
+                se = statistics.stdev(x) / len(x) ** 0.5 if len(x) > 1 else float("nan")
+                inline.append(f"{r['name']} {label}: {what}, per request, requests "
+                              f"alternating with the bare app ({len(x)} rounds of 500): "
+                              f"{statistics.mean(x) / 1e3:.2f} ± {se / 1e3:.2f} µs = "
+                              f"{statistics.mean(x) / 1e4 / a_ms:.2f} % of a request")
         if r["name"] in ("telltale", "embedded", "embedded-thread"):
             sent = r.get("stats", {}).get("sent", 0)
             verdicts.append(f"{r['name']} {label} ({sent} events delivered): slowdown "
                             f"{med:+.2f} % (median of "
                             f"{len(s)} pairs, IQR {q[0]:+.1f}..{q[2]:+.1f}; target < "
-                            f"{TARGET_SLOWDOWN:g} %): " + _verdict(med, q[0], q[2]))
+                            f"{TARGET_SLOWDOWN:g} %): " + _verdict(med, q[0], q[2])
+                            + f"; the process's CPU per {unit} {cpu_med:+.2f} % (IQR "
+                            f"{cq[0]:+.1f}..{cq[2]:+.1f})")
+    for line in inline:
+        print(line)
     return verdicts
 
 
@@ -504,6 +657,8 @@ def main(argv=None) -> int:
     p.add_argument("--block", type=float, default=1.0,
                    help="A/B block length in s (default 1: twice the sender's max_linger)")
     p.add_argument("--options", default="{}", help="JSON keyword arguments for telltale.init")
+    p.add_argument("--sender", action="store_true", help="only the sender thread's CPU per "
+                   "event (checks, deferred events, encoding), in this process")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--ab-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -514,6 +669,12 @@ def main(argv=None) -> int:
         name, workload = args.ab_child.split(":")
         print(json.dumps(ab_child(name, workload, args.pairs, args.block, args.broker,
                                   json.loads(args.options))))
+        return 0
+    if args.sender:
+        print(f"{'event':40} {'checks µs':>10} {'encode µs':>10}  (sender CPU per event, "
+              "medians of 40 batches of 500)")
+        for name, (take, enc) in bench_sender().items():
+            print(f"{name:40} {take:>10.2f} {enc:>10.2f}")
         return 0
     if args.broker:
         pairs = args.pairs if args.pairs != 60 else 10
