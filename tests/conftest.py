@@ -5,11 +5,19 @@ The helpers behind them live in ``tests.support``; test modules import those, no
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from telltale.config import Config
 from tests.support.services import isolated_config, start_services
 from tests.support.workers import WorkerProcess
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # A suite started as a background job (`cmd &`) inherits SIGINT ignored, and so would
+    # every process it starts: the tests that stop them with Ctrl-C would hang. Children
+    # get the default disposition back from this handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
