@@ -368,11 +368,12 @@ def ab_child(name: str, workload: str, pairs: int, block_s: float, broker: str |
                 await app(scope, receive, send)
                 mon.log({"latency_ms": (time.perf_counter() - t0) * 1e3, "status": 200,
                          "error": 0, "request_bytes": 0, "response_bytes": 2}, step=None)
+        body = b'{"inputs": [' + b"0," * 25 + b'0]}'
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
                  "method": "POST", "path": "/predict", "headers": [
                      (b"host", b"127.0.0.1:8000"), (b"user-agent", b"python-httpx/0.27"),
-                     (b"content-type", b"application/json"), (b"content-length", b"64")]}
-        body = b'{"inputs": [' + b"0," * 25 + b'0]}'
+                     (b"content-type", b"application/json"),
+                     (b"content-length", str(len(body)).encode())]}
 
         async def receive():
             return {"type": "http.request", "body": body, "more_body": False}
