@@ -18,6 +18,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from types import FunctionType
 
 from telltale.producers.privacy import Privacy
 from telltale.schema import KINDS, MAX_MESSAGE_BYTES, MAX_METRICS_PER_EVENT, SCHEMA, encode_batch
@@ -244,7 +245,8 @@ class Monitor:
         so the dict is shipped as it is (the full checks cost ~2 µs per event of the
         sender's time, which a trainer's thread waits for on the GIL)."""
         step, ts, kind, metrics, tags = raw
-        if type(metrics) is tuple and len(metrics) == 2 and metrics[0] in _DEFERRED:
+        if type(metrics) is tuple and len(metrics) == 2 \
+                and type(metrics[0]) is FunctionType and metrics[0] in _DEFERRED:
             try:
                 metrics = metrics[0](*metrics[1])
             except Exception as exc:  # a bug in a builder must not stop the sender

@@ -212,3 +212,13 @@ def test_deferred_events_are_built_on_the_sender_thread_and_never_crash_it(caplo
         [(1, {"x": 1.5}), (11, {"x": 2.5})]
     assert threads == ["telltale-sender-r"] * 2 and not called
     assert mon.stats()["invalid"] == 2 and "bug in a builder" in caplog.text
+
+
+def test_a_tuple_of_anything_from_a_caller_is_an_invalid_event_not_a_sender_error():
+    t = SwitchableTransport()
+    mon = Monitor("r", t)
+    mon.log(([1], (2,)), step=1)  # unhashable first item: never looked up as a builder
+    mon.log({"loss": 1.0}, step=2)
+    mon.close()
+    assert [e.step for e in t.delivered if e.kind == "train"] == [2]
+    assert mon.stats()["invalid"] == 1 and mon.stats()["send_failures"] == 0
