@@ -44,7 +44,7 @@ class RunQueue:
     """Admitted messages not processed yet, per run, the run with the oldest first."""
 
     def __init__(self) -> None:
-        self.runs: OrderedDict[str, list[tuple[Any, Any, list]]] = OrderedDict()
+        self.runs: OrderedDict[str, list[list]] = OrderedDict()
         self.since: dict[str, float] = {}  # run -> when its oldest queued message came
         self.messages = 0
         self.bytes = 0
@@ -52,17 +52,17 @@ class RunQueue:
     def __len__(self) -> int:
         return self.messages
 
-    def add(self, run: str, event: Any, entry: Any, events: list) -> None:
-        """Queue a message's ``events`` (all of ``run``); ``entry``: its ack record."""
+    def add(self, run: str, entry: list) -> None:
+        """Queue a message's ack record ``[event, done, events]`` (events all of ``run``)."""
         items = self.runs.get(run)
         if items is None:
             items = self.runs[run] = []
             self.since[run] = time.monotonic()
-        items.append((event, entry, events))
+        items.append(entry)
         self.messages += 1
-        self.bytes += len(event.value)
+        self.bytes += len(entry[0].value)
 
-    def take(self) -> tuple[str, list[tuple[Any, Any, list]], float]:
+    def take(self) -> tuple[str, list[list], float]:
         """The run that waited longest: (run, its messages in offset order, since)."""
         run, items = self.runs.popitem(last=False)
         self.messages -= len(items)
@@ -72,8 +72,8 @@ class RunQueue:
     def forget(self, partitions: set[int]) -> None:
         """Partitions went to another worker: their messages are its to process."""
         for run in list(self.runs):
-            keep: list[tuple[Any, Any, list]] = []
-            gone: list[tuple[Any, Any, list]] = []
+            keep: list[list] = []
+            gone: list[list] = []
             for it in self.runs[run]:
                 (gone if it[0].message.partition in partitions else keep).append(it)
             if not gone:
@@ -100,11 +100,12 @@ class BatchHandler:
             cfg, processor, ck, outputs, table)
         self.offsets = offsets
         self.inbox: list[Any] = []  # messages the agent took, not admitted yet
-        # partition -> its admitted messages in offset order: [event, done]. A message is
-        # acked only once every message before it in its partition is done: runs are
-        # processed out of offset order, and Faust's commit guards a gap before the acked
-        # offsets only partly (not without a committed offset, not for one message;
-        # faust-streaming 0.15.3 Consumer._new_offset)
+        # partition -> its admitted messages in offset order, as ack records [event, done,
+        # events] (the run queue holds the same records). A message is acked only once
+        # every message before it in its partition is done: runs are processed out of
+        # offset order, and Faust's commit guards a gap before the acked offsets only
+        # partly (not without a committed offset, not for one message; faust-streaming
+        # 0.15.3 Consumer._new_offset)
         self.admitted: dict[int, deque[list]] = {}
         self.queue = RunQueue()
         self.ready = asyncio.Event()  # the inbox has messages
@@ -201,7 +202,7 @@ class BatchHandler:
             if fresh is None:
                 continue  # messages before it are missing: read again (tail_check)
             events, rejected = decode_message(event.value) if fresh else ([], [])
-            entry = [event, not events]  # a message processed before is acked in turn
+            entry = [event, not events, events]  # processed before: acked in turn
             self.admitted.setdefault(event.message.partition, deque()).append(entry)
             if not fresh:
                 continue
@@ -211,7 +212,7 @@ class BatchHandler:
                 if 0.0 <= hold < HOLD_MAX:  # not for events logged with past timestamps
                     self.hold_sum += hold
                     self.holds += 1
-                self.queue.add(events[0].run, event, entry, events)
+                self.queue.add(events[0].run, entry)
             for r in rejected:
                 await self.outputs.dead_letter(event.key, r)
         self._release()
@@ -235,8 +236,8 @@ class BatchHandler:
             for event, _, _ in items:
                 await self.outputs.dead_letter(event.key, Rejected(
                     f"processing error: {exc!r}", event.value, run))
-        for _, entry, _ in items:
-            entry[1] = True
+        for entry in items:
+            entry[1], entry[2] = True, ()  # done; its events are no longer needed
         self._release()
         took = time.monotonic() - t0
         self.counts["process_s"] += took

@@ -20,22 +20,22 @@ def _event(value: bytes = b"{}", partition: int = 0, offset: int = 0, key: bytes
 
 def test_the_run_that_waited_longest_goes_first_with_all_its_messages():
     q = RunQueue()
-    q.add("a", _event(offset=0), None, [1])
-    q.add("b", _event(offset=1), None, [2])
-    q.add("a", _event(offset=2), None, [3])
+    q.add("a", [_event(offset=0), False, [1]])
+    q.add("b", [_event(offset=1), False, [2]])
+    q.add("a", [_event(offset=2), False, [3]])
     assert len(q) == 3
     run, items, _ = q.take()
     assert run == "a" and [evs for _, _, evs in items] == [[1], [3]]
-    q.add("a", _event(offset=3), None, [4])  # came after b's: behind it
+    q.add("a", [_event(offset=3), False, [4]])  # came after b's: behind it
     assert [q.take()[0], q.take()[0]] == ["b", "a"]
     assert len(q) == 0 and q.bytes == 0 and not q.runs
 
 
 def test_messages_of_revoked_partitions_leave_the_queue():
     q = RunQueue()
-    q.add("a", _event(partition=0), None, [1])
-    q.add("a", _event(partition=1), None, [2])
-    q.add("b", _event(partition=1), None, [3])
+    q.add("a", [_event(partition=0), False, [1]])
+    q.add("a", [_event(partition=1), False, [2]])
+    q.add("b", [_event(partition=1), False, [3]])
     q.forget({1})
     assert list(q.runs) == ["a"] and len(q) == 1 and q.bytes == 2
     assert [evs for _, _, evs in q.take()[1]] == [[1]]
